@@ -1,0 +1,227 @@
+//! Command-line definitions and dispatch.
+
+mod lines;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bootproof_rig::Rig;
+use bootproof_rig::open::OpenOptions;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Prove how STM32 boards boot: drive BOOT0, NRST and power, flash over CAN and the ROM
+/// bootloader, and assert what the board does.
+#[derive(Debug, Parser)]
+#[command(name = "bootproof", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Rig to drive: a rig config TOML (see fixtures/rigs/).
+    #[arg(long, global = true, env = "BOOTPROOF_RIG", value_name = "FILE")]
+    pub rig: Option<PathBuf>,
+
+    /// How long to wait for a rig another job holds, in seconds (default: the rig config's
+    /// lock_timeout_s).
+    #[arg(long, global = true, env = "BOOTPROOF_LOCK_TIMEOUT_S", value_name = "SECONDS")]
+    pub lock_timeout_s: Option<u64>,
+
+    /// More log output (-v info, -vv debug, -vvv trace). BOOTPROOF_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check or reset the rig itself.
+    #[command(subcommand)]
+    Rig(RigCommand),
+    /// Switch the board's power.
+    Power(PowerArgs),
+    /// Pulse NRST.
+    Reset(ResetArgs),
+    /// Drive BOOT0 and hold it while this command runs (it is restored low on exit).
+    Boot0(Boot0Args),
+    /// Talk to the debug probe.
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+    /// Watch the CAN bus.
+    #[command(subcommand)]
+    Can(CanCommand),
+    /// Attach to the serial console: board output to stdout, stdin to the board.
+    Console(ConsoleArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RigCommand {
+    /// Open every configured part and print one PASS/FAIL line each; exit non-zero on any FAIL.
+    Check,
+    /// Put the rig in its safe state: BOOT0 low, NRST released, power as configured.
+    Safe,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PowerAction {
+    /// Switch on (waits out the discharge time if the board was just switched off).
+    On,
+    /// Switch off.
+    Off,
+    /// Off, wait, on: a real power-on reset.
+    Cycle,
+}
+
+#[derive(Debug, Args)]
+pub struct PowerArgs {
+    /// What to do.
+    pub action: PowerAction,
+    /// Off time for `cycle`, in ms (default and minimum: the rig's discharge time).
+    #[arg(long, value_name = "MS")]
+    pub off_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LevelArg {
+    /// Low.
+    Low,
+    /// High.
+    High,
+}
+
+impl From<LevelArg> for bootproof_rig::Level {
+    fn from(l: LevelArg) -> Self {
+        match l {
+            LevelArg::Low => bootproof_rig::Level::Low,
+            LevelArg::High => bootproof_rig::Level::High,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// How long to hold NRST, in ms (default: the rig's `lines.nrst.hold_ms`).
+    #[arg(long, value_name = "MS")]
+    pub hold_ms: Option<u64>,
+    /// Drive BOOT0 to this level for the reset. `high` enters the ROM bootloader; BOOT0 is
+    /// returned low right after the reset (it is sampled only at reset).
+    #[arg(long, value_name = "LEVEL")]
+    pub boot0: Option<LevelArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct Boot0Args {
+    /// Level to drive.
+    pub level: LevelArg,
+    /// Hold it this long, then restore the safe state (default: until Ctrl-C).
+    #[arg(long, value_name = "MS")]
+    pub hold_ms: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProbeCommand {
+    /// Probe, chip, core state and the decoded reset-cause register.
+    Info,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CanCommand {
+    /// Print every frame and bus error, candump-style, until Ctrl-C.
+    Monitor(MonitorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Stop after this many frames.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this long without traffic, in ms.
+    #[arg(long, value_name = "MS")]
+    pub idle_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Stop after this long without output, in ms (default: run until Ctrl-C).
+    #[arg(long, value_name = "MS")]
+    pub idle_ms: Option<u64>,
+}
+
+/// Set up tracing: BOOTPROOF_LOG wins, else -v levels; logs go to stderr.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOOTPROOF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Run the command; SIGINT and SIGTERM stop it, restore the rig's safe state and exit 130/143.
+pub async fn run_with_signals(cli: Cli) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(i), Ok(t)) => (i, t),
+        _ => {
+            eprintln!("bootproof: cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = tokio::select! {
+        r = run(cli) => Ok(r),
+        _ = int.recv() => Err(("SIGINT", 130u8)),
+        _ = term.recv() => Err(("SIGTERM", 143u8)),
+    };
+    // The command future is dropped here, which drops its rig and restores the safe state.
+    // Restore anything still registered (rigs held by detached tasks) as well.
+    match outcome {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            eprintln!("bootproof: error: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err((name, code)) => {
+            let reports = bootproof_rig::safe::restore_all();
+            let what = reports.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
+            eprintln!(
+                "bootproof: stopped by {name}; rig left in its safe state{}",
+                if what.is_empty() { String::new() } else { format!(": {what}") }
+            );
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Open the rig named by `--rig` with `opts`.
+async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Rig> {
+    opts.lock_timeout = cli.lock_timeout_s.map(Duration::from_secs).or(opts.lock_timeout);
+    let Some(path) = &cli.rig else {
+        bail!(
+            "this command needs a rig: pass --rig FILE (or set BOOTPROOF_RIG); example configs are in fixtures/rigs/"
+        );
+    };
+    let (rig, _checks) =
+        bootproof::target::open_rig(path, &opts).await.with_context(|| format!("opening rig {}", path.display()))?;
+    Ok(rig)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Rig(RigCommand::Check) => lines::rig_check(&cli).await,
+        Command::Rig(RigCommand::Safe) => lines::rig_safe(&cli).await,
+        Command::Power(a) => lines::power(&cli, a).await,
+        Command::Reset(a) => lines::reset(&cli, a).await,
+        Command::Boot0(a) => lines::boot0(&cli, a).await,
+        Command::Probe(ProbeCommand::Info) => lines::probe_info(&cli).await,
+        Command::Can(CanCommand::Monitor(a)) => lines::can_monitor(&cli, a).await,
+        Command::Console(a) => lines::console(&cli, a).await,
+    }
+}
+
+pub(crate) fn ms(v: Option<u64>) -> Option<Duration> {
+    v.map(Duration::from_millis)
+}

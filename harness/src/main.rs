@@ -1,0 +1,25 @@
+//! The `bootproof` command line: argument parsing, signal handling and output. The work is
+//! done by the `bootproof` library and the rig crates; this binary is the only place that uses
+//! `anyhow`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bootproof: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(cli::run_with_signals(args));
+    // Background tasks (relay auto-release timers, twin firmware) must not outlive the rig.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}
