@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::time::Instant;
 use async_trait::async_trait;
-use tokio::time::Instant;
 
 use crate::error::ConsoleError;
 
@@ -247,7 +247,7 @@ pub mod pipe {
             Ok(())
         }
         async fn read(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, ConsoleError> {
-            let first = tokio::time::timeout(timeout, self.rx.recv())
+            let first = crate::time::timeout(timeout, self.rx.recv())
                 .await
                 .map_err(|_| ConsoleError::Timeout { what: "data".into(), timeout, seen: String::new() })?
                 .ok_or_else(|| ConsoleError::Port { port: "pipe".into(), message: "peer closed".into() })?;

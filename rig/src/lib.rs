@@ -27,6 +27,7 @@ pub mod lock;
 pub mod open;
 pub mod probe;
 pub mod safe;
+pub mod time;
 
 #[cfg(feature = "hw")]
 pub mod hw;
@@ -257,7 +258,7 @@ impl Rig {
         let low = self.boot0()?.set_boot0(Level::Low).await;
         pulse?;
         low?;
-        tokio::time::sleep(Duration::from_micros(self.board.rom.startup_us as u64)).await;
+        crate::time::sleep(Duration::from_micros(self.board.rom.startup_us as u64)).await;
         Ok(())
     }
 

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::time::Instant;
 use async_trait::async_trait;
 use bootproof_fixtures::{Level, Polarity};
-use tokio::time::Instant;
 
 use crate::error::LineError;
 
@@ -235,7 +235,7 @@ impl BootSelect for RelayBootSelect {
     async fn set_boot0(&mut self, level: Level) -> Result<(), LineError> {
         tracing::debug!(line = %describe(&self.line), %level, "BOOT0");
         drive(&self.line, level.is_high())?;
-        tokio::time::sleep(self.settle).await;
+        crate::time::sleep(self.settle).await;
         Ok(())
     }
 
@@ -280,13 +280,13 @@ impl ResetLine for RelayReset {
         let generation = self.bump();
         let (line, gen_cell) = (self.line.clone(), self.generation.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(limit).await;
+            crate::time::sleep(limit).await;
             if *gen_cell.lock().unwrap_or_else(|e| e.into_inner()) == generation {
                 tracing::warn!("NRST held for its {limit:?} limit without release; releasing it");
                 let _ = drive(&line, false);
             }
         });
-        tokio::time::sleep(self.settle).await;
+        crate::time::sleep(self.settle).await;
         Ok(())
     }
 
@@ -294,7 +294,7 @@ impl ResetLine for RelayReset {
         tracing::debug!(line = %describe(&self.line), "NRST release");
         self.bump();
         drive(&self.line, false)?;
-        tokio::time::sleep(self.settle).await;
+        crate::time::sleep(self.settle).await;
         Ok(())
     }
 
@@ -318,11 +318,11 @@ impl ResetLine for RelayReset {
         tracing::debug!(line = %describe(&self.line), ?hold, "NRST pulse");
         self.bump();
         drive(&self.line, true)?;
-        tokio::time::sleep(hold).await;
+        crate::time::sleep(hold).await;
         let released = drive(&self.line, false);
         self.bump();
         released?;
-        tokio::time::sleep(self.settle).await;
+        crate::time::sleep(self.settle).await;
         Ok(())
     }
 }
@@ -349,13 +349,13 @@ impl PowerSwitch for RelayPower {
             let remaining = self.discharge.saturating_sub(off.elapsed());
             if !remaining.is_zero() {
                 tracing::info!("waiting {remaining:?} for the board to discharge before power-on");
-                tokio::time::sleep(remaining).await;
+                crate::time::sleep(remaining).await;
             }
         }
         tracing::debug!(line = %describe(&self.line), "power on");
         drive(&self.line, true)?;
         self.off_since = None;
-        tokio::time::sleep(self.settle).await;
+        crate::time::sleep(self.settle).await;
         Ok(())
     }
 
@@ -365,7 +365,7 @@ impl PowerSwitch for RelayPower {
         if self.off_since.is_none() {
             self.off_since = Some(Instant::now());
         }
-        tokio::time::sleep(self.settle).await;
+        crate::time::sleep(self.settle).await;
         Ok(())
     }
 
@@ -382,7 +382,7 @@ impl PowerSwitch for RelayPower {
         }
         self.power_off().await?;
         let since = self.off_since.unwrap_or_else(Instant::now);
-        tokio::time::sleep(off.saturating_sub(since.elapsed())).await;
+        crate::time::sleep(off.saturating_sub(since.elapsed())).await;
         self.power_on().await
     }
 
@@ -452,7 +452,7 @@ mod tests {
         let mut reset = RelayReset::new(line.clone(), Duration::from_millis(1), Duration::from_millis(10));
         reset.hold_reset(Duration::from_secs(2)).await.unwrap();
         assert_eq!(lock(&line).asserted(), Some(true));
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        crate::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(lock(&line).asserted(), Some(false), "NRST must not stay held forever");
         pin.done();
     }
@@ -465,7 +465,7 @@ mod tests {
         reset.hold_reset(Duration::from_secs(1)).await.unwrap();
         reset.release_reset().await.unwrap();
         reset.hold_reset(Duration::from_secs(5)).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        crate::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(lock(&line).asserted(), Some(true), "the first hold's timer released the second hold");
         reset.release_reset().await.unwrap();
         pin.done();

@@ -1,0 +1,261 @@
+//! The twin's debug probe: flash, erase, memory, core control and RTT over the simulated board.
+//!
+//! It behaves as probe-rs does against the real part where the twin can tell: flashing halts
+//! the core, erases the touched sectors, programs, verifies and resets with SYSRESETREQ (so the
+//! reset flags show a software reset); the board must be powered and out of reset; readout
+//! protection blocks flash reads; mass erase needs its opt-in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bootproof_rig::ProbeError;
+use bootproof_rig::image::FirmwareImage;
+use bootproof_rig::probe::{CoreState, CoreStatus, DebugProbe, FlashPhase, FlashProgress, Permissions, ProbeInfo};
+
+use crate::board::{Access, Board, McuError, Rdp, Run};
+
+/// The probe attached to a twin board.
+pub struct TwinProbe {
+    board: Arc<Board>,
+    rtt_attached: bool,
+}
+
+impl TwinProbe {
+    /// A probe on `board`.
+    pub fn new(board: Arc<Board>) -> Self {
+        Self { board, rtt_attached: false }
+    }
+
+    fn connected(&self) -> Result<(), ProbeError> {
+        let st = self.board.state();
+        if !st.powered {
+            return Err(ProbeError::Other("no response from the target: it is not powered".into()));
+        }
+        if st.nrst_low {
+            return Err(ProbeError::Other("target held in reset (NRST low)".into()));
+        }
+        Ok(())
+    }
+
+    fn halt_for_flash(&self) -> Result<u64, ProbeError> {
+        self.connected()?;
+        let st = self.board.state();
+        if st.rdp == Rdp::Level1 {
+            return Err(ProbeError::Flash {
+                image: "flash".into(),
+                message:
+                    "flash is readout-protected (RDP level 1); remove it with a Readout Unprotect, which mass-erases"
+                        .into(),
+            });
+        }
+        drop(st);
+        self.board.debug_halt().ok_or_else(|| ProbeError::Other("target not reachable".into()))
+    }
+
+    fn map(e: McuError, what: &str) -> ProbeError {
+        match e {
+            McuError::Reset => {
+                ProbeError::Other(format!("{what}: the target was reset or lost power during the operation"))
+            }
+            e => ProbeError::Other(format!("{what}: {e}")),
+        }
+    }
+}
+
+#[async_trait]
+impl DebugProbe for TwinProbe {
+    async fn info(&mut self) -> Result<ProbeInfo, ProbeError> {
+        let p = self.board.profile();
+        Ok(ProbeInfo {
+            probe: "twin SWD probe".into(),
+            chip: format!("{} (PID {:#05x})", p.probe_chip, p.identity.pid),
+            target_voltage: Some(if self.board.state().powered { 3.3 } else { 0.0 }),
+        })
+    }
+
+    async fn flash(
+        &mut self,
+        image: &FirmwareImage,
+        progress: &mut (dyn FnMut(FlashProgress) + Send),
+    ) -> Result<(), ProbeError> {
+        let p = self.board.profile().clone();
+        image
+            .check_within(p.flash.base, p.flash.end(), "user flash")
+            .map_err(|e| ProbeError::Flash { image: image.name.clone(), message: e.to_string() })?;
+        // The probe's flash loader runs on the halted core; a reset or power cut tears it.
+        let era = self.halt_for_flash()?;
+        let word = p.flash.word as usize;
+        let sectors: Vec<_> = p
+            .flash
+            .sector_list()
+            .into_iter()
+            .filter(|s| {
+                image.segments.iter().any(|seg| (seg.address as u64) < s.end() as u64 && seg.end() > s.start as u64)
+            })
+            .collect();
+        let erase_total: u64 = sectors.iter().map(|s| s.size as u64).sum();
+        let mut done = 0;
+        progress(FlashProgress { phase: FlashPhase::Erase, done, total: Some(erase_total) });
+        for s in &sectors {
+            self.board.timed_erase(era, s.index).await.map_err(|e| Self::map(e, "erase"))?;
+            done += s.size as u64;
+            progress(FlashProgress { phase: FlashPhase::Erase, done, total: Some(erase_total) });
+        }
+        let total = image.len() as u64;
+        let mut done = 0;
+        for seg in &image.segments {
+            // Pad to whole flash words with the erased value, as flash loaders do.
+            let start = seg.address - seg.address % word as u32;
+            let mut buf = vec![p.flash.erased; (seg.address - start) as usize];
+            buf.extend_from_slice(&seg.data);
+            buf.resize(buf.len().next_multiple_of(word), p.flash.erased);
+            for (i, chunk) in buf.chunks(4096).enumerate() {
+                self.board
+                    .timed_program(era, start + (i * 4096) as u32, chunk)
+                    .await
+                    .map_err(|e| Self::map(e, "program"))?;
+                done = (done + chunk.len() as u64).min(total);
+                progress(FlashProgress { phase: FlashPhase::Program, done, total: Some(total) });
+            }
+        }
+        let mut done = 0;
+        for seg in &image.segments {
+            let mut back = vec![0u8; seg.data.len()];
+            {
+                let st = self.board.state();
+                self.board.mem_read(&st, seg.address, &mut back, Access::Debug).map_err(|e| Self::map(e, "verify"))?;
+            }
+            if back != seg.data {
+                let off = back.iter().zip(&seg.data).position(|(a, b)| a != b).unwrap_or(0);
+                return Err(ProbeError::Flash {
+                    image: image.name.clone(),
+                    message: format!("verify failed at {:#010x}", seg.address + off as u32),
+                });
+            }
+            done += seg.data.len() as u64;
+            progress(FlashProgress { phase: FlashPhase::Verify, done, total: Some(total) });
+        }
+        self.board.debug_reset(false);
+        self.rtt_attached = false;
+        Ok(())
+    }
+
+    async fn erase_all(&mut self, permissions: Permissions) -> Result<(), ProbeError> {
+        permissions.check_mass_erase()?;
+        let era = self.halt_for_flash()?;
+        self.board.timed_mass_erase(era).await.map_err(|e| Self::map(e, "mass erase"))?;
+        Ok(())
+    }
+
+    async fn erase_range(&mut self, start: u32, end: u32) -> Result<(), ProbeError> {
+        let era = self.halt_for_flash()?;
+        let sectors: Vec<_> =
+            self.board.profile().flash.sector_list().into_iter().filter(|s| s.start < end && s.end() > start).collect();
+        if sectors.is_empty() {
+            return Err(ProbeError::Other(format!("{start:#010x}..{end:#010x} covers no flash sector")));
+        }
+        for s in sectors {
+            self.board.timed_erase(era, s.index).await.map_err(|e| Self::map(e, "erase"))?;
+        }
+        Ok(())
+    }
+
+    async fn read_memory(&mut self, address: u32, len: usize) -> Result<Vec<u8>, ProbeError> {
+        self.connected()?;
+        let mut buf = vec![0u8; len];
+        let st = self.board.state();
+        self.board.mem_read(&st, address, &mut buf, Access::Debug).map_err(|e| ProbeError::Memory {
+            address,
+            len,
+            message: match e {
+                McuError::BusFault(_) if st.rdp == Rdp::Level1 && self.board.profile().flash.contains(address) => {
+                    "flash is readout-protected (RDP level 1)".into()
+                }
+                e => e.to_string(),
+            },
+        })?;
+        Ok(buf)
+    }
+
+    async fn write_memory(&mut self, address: u32, data: &[u8]) -> Result<(), ProbeError> {
+        self.connected()?;
+        let mut st = self.board.state();
+        self.board.mem_write(&mut st, address, data).map_err(|e| ProbeError::Memory {
+            address,
+            len: data.len(),
+            message: format!("{e}; only RAM and registers are writable (flash needs `flash`)"),
+        })
+    }
+
+    async fn reset(&mut self) -> Result<(), ProbeError> {
+        self.connected()?;
+        self.board.debug_reset(false);
+        self.rtt_attached = false;
+        Ok(())
+    }
+
+    async fn reset_and_halt(&mut self) -> Result<CoreStatus, ProbeError> {
+        self.connected()?;
+        self.board.debug_reset(true);
+        self.rtt_attached = false;
+        self.core_status().await
+    }
+
+    async fn halt(&mut self) -> Result<CoreStatus, ProbeError> {
+        self.connected()?;
+        self.board.debug_halt();
+        self.core_status().await
+    }
+
+    async fn run(&mut self) -> Result<(), ProbeError> {
+        self.connected()?;
+        self.board.debug_run();
+        Ok(())
+    }
+
+    async fn core_status(&mut self) -> Result<CoreStatus, ProbeError> {
+        let core = self.board.core();
+        let (state, pc) = match core.run {
+            Run::Off | Run::InReset => (CoreState::Unknown, None),
+            Run::Running => (CoreState::Running, Some(core.pc)),
+            Run::Halted => (CoreState::Halted, Some(core.pc)),
+            Run::LockedUp => (CoreState::LockedUp, Some(core.pc)),
+        };
+        Ok(CoreStatus { state, pc, detail: Some(core.what) })
+    }
+
+    async fn rtt_attach(&mut self, _elf: Option<&[u8]>, timeout: Duration) -> Result<(), ProbeError> {
+        self.connected()?;
+        let deadline = bootproof_rig::time::Instant::now() + timeout;
+        loop {
+            if self.board.state().rtt.is_some() {
+                self.rtt_attached = true;
+                return Ok(());
+            }
+            if bootproof_rig::time::Instant::now() >= deadline {
+                return Err(ProbeError::Rtt(format!(
+                    "no RTT control block within {timeout:?}: the running firmware ({}) has no RTT channel",
+                    self.board.core().what
+                )));
+            }
+            bootproof_rig::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn rtt_read(&mut self, buf: &mut [u8]) -> Result<usize, ProbeError> {
+        if !self.rtt_attached {
+            return Err(ProbeError::Rtt("not attached; call rtt_attach after every reset".into()));
+        }
+        let mut st = self.board.state();
+        let Some(q) = st.rtt.as_mut() else {
+            self.rtt_attached = false;
+            return Err(ProbeError::Rtt("the control block is gone (target reset); re-attach".into()));
+        };
+        let n = q.len().min(buf.len());
+        for (i, b) in q.drain(..n).enumerate() {
+            buf[i] = b;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,408 @@
+//! Boot behaviour of the twin, checked against stm32-boot-facts.md.
+
+mod support;
+
+use std::time::Duration;
+
+use bootproof_fixtures::{BoardProfile, BootSelection, Level, ResetKind};
+use bootproof_rig::probe::CoreState;
+use bootproof_rig::{CanBus, CanEvent, CanFrame, CanId, Permissions, Rig};
+use bootproof_twin::standin::{self, Announcement};
+use bootproof_twin::{Twin, TwinOptions};
+use support::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn twin(name: &str) -> Twin {
+    Twin::builtin(name).unwrap()
+}
+
+async fn core(rig: &mut Rig) -> bootproof_rig::CoreStatus {
+    rig.probe().unwrap().core_status().await.unwrap()
+}
+
+async fn rsr(rig: &mut Rig) -> u32 {
+    rig.read_reset_cause().await.unwrap().raw
+}
+
+async fn clear_flags(rig: &mut Rig) {
+    let b = rig.board().reset.clone();
+    rig.probe().unwrap().write_memory(b.register, &(1u32 << b.rmvf_bit).to_le_bytes()).await.unwrap();
+    assert_eq!(rsr(rig).await, 0, "RMVF clears every flag");
+}
+
+/// Flash the stand-in app through the probe (BOOT0 low afterwards).
+async fn flash_standin(twin: &Twin, rig: &mut Rig, version: u32) {
+    let p = twin.board().profile().clone();
+    let img = standin::image(&p, p.flash.base, version, 4096);
+    rig.probe().unwrap().flash(&img, &mut |_| {}).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn boot0_is_sampled_only_at_reset_release_and_power_on() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    assert_eq!(core(&mut rig).await.state, CoreState::LockedUp, "blank H7 with BOOT0 low locks up");
+    // Raising BOOT0 while the core runs (here: is locked up) changes nothing...
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    bootproof_rig::time::sleep(100 * MS).await;
+    assert_eq!(core(&mut rig).await.state, CoreState::LockedUp);
+    // ...until NRST is released.
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    let c = core(&mut rig).await;
+    assert_eq!((c.state, c.pc), (CoreState::Running, Some(0x1FF0_9800)), "{c}");
+    // Dropping BOOT0 under the running bootloader does not stop it.
+    rig.boot0().unwrap().set_boot0(Level::Low).await.unwrap();
+    bootproof_rig::time::sleep(100 * MS).await;
+    assert_eq!(core(&mut rig).await.pc, Some(0x1FF0_9800));
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(core(&mut rig).await.state, CoreState::LockedUp);
+    // Power-on samples it too.
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_cycle(None).await.unwrap();
+    assert_eq!(core(&mut rig).await.pc, Some(0x1FF0_9800));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_flags_follow_the_profile_for_every_reset_kind() {
+    for name in BoardProfile::builtin_names() {
+        let t = twin(name);
+        let mut rig = t.rig();
+        let table = t.board().profile().reset.clone();
+        rig.boot0().unwrap().set_boot0(Level::High).await.unwrap(); // ROM runs: the probe can connect
+        rig.power().unwrap().power_on().await.unwrap();
+        assert_eq!(rsr(&mut rig).await, table.value_for(ResetKind::PowerOn), "{name}: power-on");
+
+        clear_flags(&mut rig).await;
+        rig.reset().unwrap().pulse_reset(None).await.unwrap();
+        assert_eq!(rsr(&mut rig).await, table.value_for(ResetKind::Pin), "{name}: NRST");
+
+        clear_flags(&mut rig).await;
+        rig.probe().unwrap().reset().await.unwrap();
+        assert_eq!(rsr(&mut rig).await, table.value_for(ResetKind::Software), "{name}: software reset");
+
+        for kind in [ResetKind::Iwdg, ResetKind::Wwdg, ResetKind::OptionReload] {
+            clear_flags(&mut rig).await;
+            t.board().system_reset(kind);
+            let expect = if table.events.contains_key(kind.key()) {
+                table.value_for(kind)
+            } else {
+                table.value_for(ResetKind::Pin)
+            };
+            assert_eq!(rsr(&mut rig).await, expect, "{name}: {kind}");
+            assert_ne!(expect, 0);
+        }
+
+        // Flags accumulate until cleared: NRST after a power-on keeps the power-on flags.
+        rig.power().unwrap().power_cycle(None).await.unwrap();
+        rig.reset().unwrap().pulse_reset(None).await.unwrap();
+        assert_eq!(
+            rsr(&mut rig).await,
+            table.value_for(ResetKind::PowerOn) | table.value_for(ResetKind::Pin),
+            "{name}: accumulation"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn h723_flags_match_the_facts_sheet_literally() {
+    // stm32-boot-facts.md §7.1: POR = POR|PIN|BOR|D1|D2|CPU; NRST = PIN|CPU; SW = SFT|PIN|CPU.
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    let cause = rig.read_reset_cause().await.unwrap();
+    assert_eq!(cause.raw, 0x00FA_0000, "{cause}");
+    assert_eq!(cause.kinds, [ResetKind::PowerOn]);
+    clear_flags(&mut rig).await;
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(rsr(&mut rig).await, 0x0042_0000);
+    clear_flags(&mut rig).await;
+    rig.probe().unwrap().reset().await.unwrap();
+    assert_eq!(rsr(&mut rig).await, 0x0142_0000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ram_survives_system_reset_but_not_power_off() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    let marker = *b"bootproof marker";
+    let probe = rig.probe().unwrap();
+    probe.write_memory(0x2400_1000, &marker).await.unwrap(); // AXI SRAM
+    probe.write_memory(0x3880_0000, &marker).await.unwrap(); // backup SRAM
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(rig.probe().unwrap().read_memory(0x2400_1000, 16).await.unwrap(), marker, "NRST keeps RAM");
+    rig.probe().unwrap().reset().await.unwrap();
+    assert_eq!(rig.probe().unwrap().read_memory(0x2400_1000, 16).await.unwrap(), marker, "software reset keeps RAM");
+    assert_eq!(rig.probe().unwrap().read_memory(0x3880_0000, 16).await.unwrap(), marker);
+    rig.power().unwrap().power_cycle(None).await.unwrap();
+    assert_ne!(rig.probe().unwrap().read_memory(0x2400_1000, 16).await.unwrap(), marker, "power-off loses RAM");
+    assert_ne!(
+        rig.probe().unwrap().read_memory(0x3880_0000, 16).await.unwrap(),
+        marker,
+        "NUCLEO: VBAT tied to VDD, the backup domain is lost too"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn backup_domain_survives_a_power_cycle_when_vbat_is_separate() {
+    let mut p = BoardProfile::builtin("stm32h723zg").unwrap();
+    p.backup.as_mut().unwrap().vbat_tied_to_vdd = false;
+    let opts = TwinOptions::for_profile(&p);
+    let t = Twin::new(p, opts);
+    let mut rig = t.rig();
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    rig.probe().unwrap().write_memory(0x3880_0010, b"keep").await.unwrap();
+    rig.power().unwrap().power_cycle(None).await.unwrap();
+    assert_eq!(rig.probe().unwrap().read_memory(0x3880_0010, 4).await.unwrap(), b"keep");
+}
+
+#[tokio::test(start_paused = true)]
+async fn blank_h7_locks_up_and_is_silent() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    let c = core(&mut rig).await;
+    assert_eq!(c.state, CoreState::LockedUp, "{c}");
+    assert!(c.detail.unwrap().contains("blank flash"));
+    // Nothing on CAN: a frame gets no ACK; nothing on serial.
+    let can = rig.can().unwrap();
+    can.send(&fd(0x02, &[])).await.unwrap();
+    assert_eq!(can.recv(100 * MS).await.unwrap(), CanEvent::Error(bootproof_rig::BusError::NoAck));
+    assert!(matches!(can.recv(500 * MS).await, Err(bootproof_rig::CanError::Timeout(_))));
+    let mut buf = [0u8; 16];
+    assert!(rig.console().unwrap().raw().read(&mut buf, 500 * MS).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stand_in_app_announces_itself_on_can_serial_and_rtt() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    flash_standin(&t, &mut rig, 3).await;
+    rig.boot0().unwrap().set_boot0(Level::Low).await.unwrap();
+    rig.power().unwrap().power_cycle(None).await.unwrap();
+    let c = core(&mut rig).await;
+    assert_eq!(c.state, CoreState::Running);
+    assert_eq!(c.detail.as_deref(), Some("bootproof stand-in app v3"));
+    let line = rig.console().unwrap().expect("stage=app", Duration::from_secs(1)).await.unwrap().line;
+    assert!(line.contains("v3") && line.contains("rsr=0x00fa0000") && line.contains("PORRSTF"), "{line}");
+    let ann = loop {
+        match rig.can().unwrap().recv(Duration::from_secs(1)).await.unwrap() {
+            CanEvent::Frame(f) => {
+                if let Some(a) = Announcement::parse(&f) {
+                    break a;
+                }
+            }
+            CanEvent::Error(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        ann,
+        Announcement { stage: standin::STAGE_APP, version: 3, rsr: 0x00FA_0000, vector_table: 0x0800_0000 }
+    );
+    // Heartbeat every second.
+    let hb = rig.can().unwrap().recv(Duration::from_millis(1100)).await.unwrap();
+    assert!(matches!(hb, CanEvent::Frame(f) if f.id() == CanId::Standard(standin::HEARTBEAT_ID)));
+    let probe = rig.probe().unwrap();
+    probe.rtt_attach(None, Duration::from_millis(100)).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = probe.rtt_read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("stage=app"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_but_plausible_firmware_runs_silently() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    // SP at the top of DTCM, reset vector inside flash, no descriptor.
+    let mut img = vec![0u8; 1024];
+    img[..4].copy_from_slice(&0x2002_0000u32.to_le_bytes());
+    img[4..8].copy_from_slice(&0x0800_0201u32.to_le_bytes());
+    let image = bootproof_rig::image::FirmwareImage::from_segments(
+        "unknown.bin",
+        vec![bootproof_rig::image::Segment { address: 0x0800_0000, data: img }],
+    )
+    .unwrap();
+    rig.probe().unwrap().flash(&image, &mut |_| {}).await.unwrap();
+    rig.reset_normal().await.unwrap();
+    let c = core(&mut rig).await;
+    assert_eq!((c.state, c.pc), (CoreState::Running, Some(0x0800_0200)), "{c}");
+    assert!(c.detail.unwrap().contains("unknown firmware"));
+    let can = rig.can().unwrap();
+    assert!(
+        matches!(can.recv(Duration::from_secs(2)).await, Err(bootproof_rig::CanError::Timeout(_))),
+        "silent on CAN"
+    );
+    // The probe can halt and resume it.
+    assert_eq!(rig.probe().unwrap().halt().await.unwrap().state, CoreState::Halted);
+    rig.probe().unwrap().run().await.unwrap();
+    assert_eq!(core(&mut rig).await.state, CoreState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn implausible_vector_table_locks_up() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    let image = bootproof_rig::image::FirmwareImage::from_segments(
+        "junk.bin",
+        vec![bootproof_rig::image::Segment { address: 0x0800_0000, data: vec![0x12; 64] }],
+    )
+    .unwrap();
+    rig.probe().unwrap().flash(&image, &mut |_| {}).await.unwrap();
+    rig.reset_normal().await.unwrap();
+    let c = core(&mut rig).await;
+    assert_eq!(c.state, CoreState::LockedUp, "{c}");
+    assert!(c.detail.unwrap().contains("implausible"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn go_starts_the_app_without_a_reset_so_the_flags_stay() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    flash_standin(&t, &mut rig, 1).await; // the probe's reset lands in the ROM (BOOT0 high)
+    clear_flags(&mut rig).await;
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    bootproof_rig::time::sleep(60 * MS).await;
+    let mut tr = Transcript::new();
+    let can = rig.can().unwrap();
+    let r = exchange(can, &mut tr, fd(0x21, &0x0800_0000u32.to_be_bytes()), 20 * MS).await;
+    assert_eq!(payload(&r)[0], vec![ACK]);
+    let ann = r.iter().find_map(Announcement::parse).expect("the app announced itself after Go");
+    assert_eq!(ann.rsr, 0x0042_0000, "Go is not a reset: RSR still shows the NRST that entered the bootloader");
+    assert_eq!(core(&mut rig).await.detail.as_deref(), Some("bootproof stand-in app v1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn power_cut_during_a_rom_write_tears_the_word_into_an_ecc_error() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rom_up(&t, &mut rig).await;
+    let can = rig.can().unwrap();
+    let mut tr = Transcript::new();
+    exchange(can, &mut tr, fd(0x31, &[0x08, 0x02, 0x00, 0x00, 255]), 5 * MS).await;
+    for i in 0..4u8 {
+        let f = fd(0x31, &[i; 64]);
+        can.send(&f).await.unwrap();
+    }
+    // The bootloader programs 8 words of 130 µs each; cut power in the middle.
+    bootproof_rig::time::sleep(Duration::from_micros(400)).await;
+    t.board().set_power(false);
+    t.board().set_power(true);
+    let states: Vec<_> = {
+        let st = t.board().state();
+        (0..8).map(|i| st.flash.word_state(0x0802_0000 + i * 32)).collect()
+    };
+    use bootproof_twin::flash::WordState::*;
+    assert_eq!(states[..3], [Programmed, Programmed, Programmed], "{states:?}");
+    assert_eq!(states[3], Inconsistent, "{states:?}");
+    assert!(states[4..].iter().all(|s| *s == Erased), "{states:?}");
+    let e = rig.probe().unwrap().read_memory(0x0802_0060, 32).await.unwrap_err().to_string();
+    assert!(e.contains("ECC double error"), "{e}");
+    // A ROM read of the torn word bus-faults the bootloader: it locks up, silent.
+    rig.reset_into_rom().await.unwrap();
+    let can = rig.can().unwrap();
+    let r = exchange(can, &mut tr, fd(0x11, &[0x08, 0x02, 0x00, 0x60, 31]), 100 * MS).await;
+    assert!(r.is_empty(), "{:?}", payload(&r));
+    assert_eq!(core(&mut rig).await.state, CoreState::LockedUp);
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_check_latch_on_g0_keeps_entering_the_rom_until_a_power_cycle() {
+    let t = twin("stm32g071rb");
+    let mut rig = t.rig();
+    // Blank part, BOOT0 low: the empty check boots the ROM bootloader.
+    rig.power().unwrap().power_on().await.unwrap();
+    assert_eq!(core(&mut rig).await.detail.as_deref(), Some("ROM bootloader"));
+    // Program the stand-in app through the ROM bootloader over USART.
+    let mut tr = Transcript::new();
+    assert_eq!(usart_sync(&mut rig, &mut tr).await, vec![ACK]);
+    let p = t.board().profile().clone();
+    let img = standin::image(&p, p.flash.base, 2, 2048);
+    for (i, chunk) in img.segments[0].data.chunks(256).enumerate() {
+        let addr = p.flash.base + (i * 256) as u32;
+        assert_eq!(usart_xfer(&mut rig, &mut tr, &[0x31, 0xCE], MS * 2).await, vec![ACK]);
+        assert_eq!(usart_xfer(&mut rig, &mut tr, &addr_cs(addr), MS * 2).await, vec![ACK]);
+        let mut block = vec![(chunk.len() - 1) as u8];
+        block.extend_from_slice(chunk);
+        block.push(xor(&block));
+        assert_eq!(usart_xfer(&mut rig, &mut tr, &block, MS * 50).await, vec![ACK]);
+    }
+    // NRST with BOOT0 low: still the ROM (the flag is re-evaluated only at power-on).
+    rig.reset_normal().await.unwrap();
+    assert_eq!(core(&mut rig).await.detail.as_deref(), Some("ROM bootloader"), "empty flag latched");
+    // A power cycle re-evaluates it: the app runs.
+    rig.power().unwrap().power_cycle(None).await.unwrap();
+    assert_eq!(core(&mut rig).await.detail.as_deref(), Some("bootproof stand-in app v2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn g0_bootloader_that_clears_the_empty_flag_crashes_on_reset_while_blank() {
+    // AN2606 §48.3.1: V11.3+ clears the flag; a reset while the flash is still blank then boots
+    // the empty flash.
+    let mut p = BoardProfile::builtin("stm32g071rb").unwrap();
+    p.empty_check.as_mut().unwrap().flag_cleared_by_bootloader = true;
+    let opts = TwinOptions::for_profile(&p);
+    let t = Twin::new(p, opts);
+    let mut rig = t.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    assert_eq!(core(&mut rig).await.detail.as_deref(), Some("ROM bootloader"));
+    rig.reset_normal().await.unwrap();
+    assert_eq!(core(&mut rig).await.state, CoreState::LockedUp, "wrong boot on empty user flash");
+    rig.power().unwrap().power_cycle(None).await.unwrap();
+    assert_eq!(core(&mut rig).await.detail.as_deref(), Some("ROM bootloader"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn h7_boot_add0_pointing_at_system_memory_boots_the_rom_with_boot0_low() {
+    let mut p = BoardProfile::builtin("stm32h723zg").unwrap();
+    p.boot = BootSelection::H7BootAdd { boot_add0: 0x1FF0, boot_add1: 0x1FF0 };
+    let opts = TwinOptions::for_profile(&p);
+    let t = Twin::new(p, opts);
+    let mut rig = t.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    assert_eq!(core(&mut rig).await.pc, Some(0x1FF0_9800), "AN2606 pattern 10: BOOT0=0 and BOOT_ADD0=0x1FF0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_refuses_mass_erase_without_the_opt_in_and_needs_power() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    let e = rig.probe().unwrap().read_memory(0x0800_0000, 4).await.unwrap_err().to_string();
+    assert!(e.contains("not powered"), "{e}");
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    flash_standin(&t, &mut rig, 1).await;
+    let e = rig.probe().unwrap().erase_all(Permissions::none()).await.unwrap_err().to_string();
+    assert!(e.contains("--allow-mass-erase"), "{e}");
+    assert_ne!(rig.probe().unwrap().read_memory(0x0800_0000, 4).await.unwrap(), [0xFF; 4], "nothing erased");
+    rig.probe().unwrap().erase_all(Permissions::none().allow_mass_erase()).await.unwrap();
+    assert_eq!(rig.probe().unwrap().read_memory(0x0800_0000, 4).await.unwrap(), [0xFF; 4]);
+    assert_eq!(t.board().state().flash.erase_counts().iter().sum::<u64>(), 8 + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bit_rate_mismatch_means_no_communication_with_the_rom() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rom_up(&t, &mut rig).await;
+    let mut other = t.attach_can("tool at 500k/2M", bootproof_rig::can::Bitrates::fd(500_000, 2_000_000));
+    other.send(&CanFrame::fd(CanId::Standard(0x02), &[], true).unwrap()).await.unwrap();
+    assert_eq!(other.recv(10 * MS).await.unwrap(), CanEvent::Error(bootproof_rig::BusError::NoAck));
+    assert!(matches!(other.recv(100 * MS).await, Err(bootproof_rig::CanError::Timeout(_))));
+    // The bootloader is still waiting for a first frame at its own rates.
+    let mut tr = Transcript::new();
+    let r = exchange(rig.can().unwrap(), &mut tr, fd(0x02, &[]), 5 * MS).await;
+    assert_eq!(payload(&r), vec![vec![ACK], vec![0x04, 0x83], vec![ACK]]);
+}

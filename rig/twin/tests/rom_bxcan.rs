@@ -1,0 +1,125 @@
+//! The F446 ROM bootloader over classic CAN (AN3154), command by command.
+
+mod support;
+
+use std::time::Duration;
+
+use bootproof_rig::Rig;
+use bootproof_twin::Twin;
+use support::*;
+
+const Q: Duration = Duration::from_millis(5);
+
+struct Bench {
+    twin: Twin,
+    rig: Rig,
+    tr: Transcript,
+}
+
+impl Bench {
+    async fn new() -> Bench {
+        let twin = Twin::builtin("stm32f446re").unwrap();
+        let mut rig = twin.rig();
+        rom_up(&twin, &mut rig).await;
+        Bench { twin, rig, tr: Transcript::new() }
+    }
+    async fn x_wait(&mut self, id: u16, data: &[u8], quiet: Duration) -> Vec<Vec<u8>> {
+        let can = self.rig.can().unwrap();
+        payload(&exchange(can, &mut self.tr, classic(id, data), quiet).await)
+    }
+    async fn x(&mut self, id: u16, data: &[u8]) -> Vec<Vec<u8>> {
+        self.x_wait(id, data, Q).await
+    }
+    async fn write(&mut self, addr: u32, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut r = self.x(0x31, &[&addr.to_be_bytes()[..], &[(data.len() - 1) as u8]].concat()).await;
+        if r != [vec![ACK]] {
+            return r;
+        }
+        for chunk in data.chunks(8) {
+            r.extend(self.x(0x04, chunk).await);
+        }
+        r
+    }
+    async fn alive(&mut self) {
+        assert_eq!(self.x(0x02, &[]).await, vec![vec![ACK], vec![0x04, 0x21], vec![ACK]]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_get_version_get_id() {
+    let mut b = Bench::new().await;
+    let r = b.x(0x00, &[]).await;
+    assert_eq!(r[0], [ACK]);
+    assert_eq!(r[1], [11], "N = bytes that follow - 1");
+    assert_eq!(r[2], [0x20]);
+    let cmds: Vec<u8> = r[3..14].iter().map(|f| f[0]).collect();
+    assert_eq!(cmds, [0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x43, 0x63, 0x73, 0x82, 0x92], "bxCAN erase is 0x43");
+    assert_eq!(b.x(0x01, &[]).await, vec![vec![ACK], vec![0x90], vec![0, 0], vec![ACK]]);
+    b.alive().await;
+    insta::assert_snapshot!("bxcan_get_version_id", b.tr.text());
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_acks_every_frame_then_the_write_and_reads_back() {
+    let mut b = Bench::new().await;
+    let data: Vec<u8> = (0..24u8).collect();
+    let r = b.write(0x0800_4000, &data).await;
+    // Command ACK, one ACK per 8-byte frame, and the final ACK after programming.
+    assert_eq!(r, vec![vec![ACK], vec![ACK], vec![ACK], vec![ACK], vec![ACK]]);
+    let r = b.x(0x11, &[0x08, 0x00, 0x40, 0x00, 23]).await;
+    assert_eq!(r.first(), Some(&vec![ACK]));
+    assert_eq!(r[1..4].concat(), data);
+    assert_eq!(r.last(), Some(&vec![ACK]));
+    insta::assert_snapshot!("bxcan_write_read", b.tr.text());
+}
+
+#[tokio::test(start_paused = true)]
+async fn erase_sectors_and_global_erase() {
+    let mut b = Bench::new().await;
+    assert_eq!(b.write(0x0800_0000, &[1; 8]).await.len(), 3);
+    assert_eq!(b.write(0x0800_4000, &[2; 8]).await.len(), 3);
+    // Sector 1 (16 KiB, 250 ms) only.
+    let r = b.x_wait(0x43, &[0x01], Duration::from_millis(400)).await;
+    assert_eq!(r, vec![vec![ACK], vec![ACK]]);
+    {
+        let st = b.twin.board().state();
+        assert!(st.flash.is_blank(0x0800_4000, 0x4000));
+        assert!(!st.flash.is_blank(0x0800_0000, 8));
+    }
+    let r = b.x_wait(0x43, &[0xFF], Duration::from_secs(10)).await;
+    assert_eq!(r, vec![vec![ACK], vec![ACK]]);
+    assert!(b.twin.board().state().flash.is_blank(0x0800_0000, 0x8_0000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_requests_get_nack_and_change_nothing() {
+    let mut b = Bench::new().await;
+    assert_eq!(b.write(0x0800_0000, &[7; 16]).await.len(), 4);
+    let before = fingerprint(&b.twin);
+    let cases: Vec<(&str, u16, Vec<u8>)> = vec![
+        ("read with a bad length", 0x11, vec![0x08, 0x00, 0x00]),
+        ("read of a non-existent address", 0x11, vec![0x60, 0x00, 0x00, 0x00, 0x0F]),
+        ("write with a bad length", 0x31, vec![0x08, 0x00]),
+        ("write to a non-existent address", 0x31, vec![0x90, 0x00, 0x00, 0x00, 0x07]),
+        ("erase of a non-existent sector", 0x43, vec![0x02, 0x0C]),
+        ("erase with no sector", 0x43, vec![]),
+        ("go to a non-existent address", 0x21, vec![0x60, 0x00, 0x00, 0x00]),
+        ("unknown command", 0x44, vec![0xFF, 0xFF]),
+    ];
+    for (what, id, data) in cases {
+        assert_eq!(b.x(id, &data).await, vec![vec![NACK]], "{what}");
+        assert_eq!(fingerprint(&b.twin), before, "{what} changed state");
+        b.alive().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fd_frames_do_not_reach_a_bxcan_bootloader() {
+    let twin = Twin::builtin("stm32f446re").unwrap();
+    let mut rig = twin.rig();
+    rom_up(&twin, &mut rig).await;
+    let mut fd_tool = twin.attach_can("FD tool", bootproof_rig::can::Bitrates::fd(125_000, 1_000_000));
+    let mut tr = Transcript::new();
+    let r = exchange(&mut fd_tool, &mut tr, fd(0x02, &[]), Q).await;
+    assert!(r.is_empty(), "a classic controller cannot take FD frames");
+}
