@@ -11,7 +11,14 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // A twin runs on virtual time: one thread, tokio's paused clock, microsecond time scale
+    // (bootproof_rig::time). Everything else runs in real time.
+    let runtime = if cli::virtual_time(&args) {
+        tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bootproof: cannot start the async runtime: {e}");

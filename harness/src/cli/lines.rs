@@ -6,12 +6,36 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bootproof::inject;
 use bootproof_rig::open::OpenOptions;
-use bootproof_rig::{CanError, CanEvent, ConsoleError, Level};
+use bootproof_rig::{CanError, CanEvent, Capability, ConsoleError, Level};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Boot0Args, Cli, ConsoleArgs, LevelArg, MonitorArgs, PowerAction, PowerArgs, ResetArgs, ms, open_rig};
 
 pub async fn rig_check(cli: &Cli) -> Result<ExitCode> {
+    if cli.twin.is_some() {
+        let mut rig = open_rig(cli, OpenOptions::default()).await?;
+        println!("twin {} (simulated board, virtual time)", rig.board().name);
+        let mut failed = 0;
+        for cap in [
+            Capability::Boot0,
+            Capability::Nrst,
+            Capability::Power,
+            Capability::Probe,
+            Capability::Can,
+            Capability::Console,
+        ] {
+            let ok = rig.has(cap);
+            failed += usize::from(!ok);
+            let detail = match cap {
+                Capability::Probe if ok => rig.probe()?.info().await.map(|i| i.chip).unwrap_or_default(),
+                Capability::Can if ok => rig.can()?.bitrates().to_string(),
+                _ if ok => "simulated".into(),
+                _ => "not provided by this board's twin".into(),
+            };
+            println!("{} {:<28} {detail}", if ok { "PASS" } else { "FAIL" }, cap.to_string());
+        }
+        return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     let Some(path) = &cli.rig else {
         bail!("`rig check` needs a rig: pass --rig FILE (example configs are in fixtures/rigs/)");
     };
@@ -95,7 +119,7 @@ pub async fn boot0(cli: &Cli, a: &Boot0Args) -> Result<ExitCode> {
     println!("BOOT0 {level} (sampled at the next reset; restored low when this command exits)");
     inject::point(if level == Level::High { "boot0-high" } else { "boot0-low" })?;
     match a.hold_ms {
-        Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Some(ms) => bootproof_rig::time::sleep(Duration::from_millis(ms)).await,
         None => {
             eprintln!("holding; press Ctrl-C to release");
             std::future::pending::<()>().await;
@@ -123,7 +147,7 @@ pub async fn can_monitor(cli: &Cli, a: &MonitorArgs) -> Result<ExitCode> {
     let mut rig = open_rig(cli, OpenOptions { probe: false, console: false, ..OpenOptions::default() }).await?;
     let bus = rig.can()?;
     eprintln!("listening at {}; Ctrl-C to stop", bus.bitrates());
-    let start = tokio::time::Instant::now();
+    let start = bootproof_rig::time::Instant::now();
     let idle = ms(a.idle_ms).unwrap_or(Duration::from_secs(3600 * 24 * 365));
     let mut frames = 0u64;
     loop {

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod lines;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,8 +18,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "bootproof", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Rig to drive: a rig config TOML (see fixtures/rigs/).
-    #[arg(long, global = true, env = "BOOTPROOF_RIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "BOOTPROOF_RIG", value_name = "FILE", conflicts_with = "twin")]
     pub rig: Option<PathBuf>,
+
+    /// Drive a simulated board instead: a built-in board profile (stm32h723zg, stm32f446re,
+    /// stm32g071rb) or a profile TOML. Runs on virtual time; the board starts blank and
+    /// unpowered, and is gone when the command ends.
+    #[arg(long, global = true, value_name = "BOARD")]
+    pub twin: Option<String>,
 
     /// How long to wait for a rig another job holds, in seconds (default: the rig config's
     /// lock_timeout_s).
@@ -52,6 +59,16 @@ pub enum Command {
     Can(CanCommand),
     /// Attach to the serial console: board output to stdout, stdin to the board.
     Console(ConsoleArgs),
+    /// Run a simulated board for outside tools.
+    #[command(subcommand)]
+    Twin(TwinCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TwinCommand {
+    /// Serve a twin in real time: its USART on a pseudo-terminal, its CAN bus as a socketcand
+    /// server, and a control channel on stdin (reset, power, boot0, status, quit).
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,17 +213,56 @@ pub async fn run_with_signals(cli: Cli) -> ExitCode {
     }
 }
 
-/// Open the rig named by `--rig` with `opts`.
-async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Rig> {
+/// What a command drives: a physical rig, or a twin (kept alive alongside its rig).
+pub struct Session {
+    // Field order matters: the rig (and its safe state) goes before the twin.
+    rig: Rig,
+    _twin: Option<bootproof_twin::Twin>,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Rig;
+    fn deref(&self) -> &Rig {
+        &self.rig
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Rig {
+        &mut self.rig
+    }
+}
+
+/// A twin for `--twin BOARD`, on virtual time.
+pub fn open_twin(board: &str) -> Result<bootproof_twin::Twin> {
+    let profile = bootproof_fixtures::BoardProfile::resolve(board)?;
+    let opts = bootproof_twin::TwinOptions::for_profile(&profile);
+    Ok(bootproof_twin::Twin::new(profile, opts))
+}
+
+/// Open the rig named by `--rig`, or a twin named by `--twin`, with `opts`.
+async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Session> {
+    if let Some(board) = &cli.twin {
+        let twin = open_twin(board)?;
+        let rig = twin.rig();
+        // Like a physical rig: start from the safe state.
+        rig.restore_safe_state();
+        return Ok(Session { rig, _twin: Some(twin) });
+    }
     opts.lock_timeout = cli.lock_timeout_s.map(Duration::from_secs).or(opts.lock_timeout);
     let Some(path) = &cli.rig else {
         bail!(
-            "this command needs a rig: pass --rig FILE (or set BOOTPROOF_RIG); example configs are in fixtures/rigs/"
+            "this command needs a rig: pass --rig FILE (or set BOOTPROOF_RIG; example configs are in fixtures/rigs/), or --twin BOARD for a simulated board"
         );
     };
     let (rig, _checks) =
         bootproof::target::open_rig(path, &opts).await.with_context(|| format!("opening rig {}", path.display()))?;
-    Ok(rig)
+    Ok(Session { rig, _twin: None })
+}
+
+/// Whether this command runs on virtual time (a twin, except `twin serve`).
+pub fn virtual_time(cli: &Cli) -> bool {
+    cli.twin.is_some() && !matches!(cli.command, Command::Twin(_))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -219,6 +275,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Probe(ProbeCommand::Info) => lines::probe_info(&cli).await,
         Command::Can(CanCommand::Monitor(a)) => lines::can_monitor(&cli, a).await,
         Command::Console(a) => lines::console(&cli, a).await,
+        Command::Twin(TwinCommand::Serve(a)) => serve::serve(&cli, a).await,
     }
 }
 

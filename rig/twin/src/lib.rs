@@ -19,6 +19,7 @@ pub mod flash;
 mod mem;
 pub mod probe;
 pub mod rom;
+pub mod serve;
 pub mod standin;
 pub mod uart;
 

@@ -1,0 +1,183 @@
+//! `bootproof twin serve`: a twin in real time for outside tools.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bootproof_fixtures::{BoardProfile, Level};
+use bootproof_rig::Rig;
+use bootproof_rig::console::Parity;
+use bootproof_twin::{Twin, TwinOptions, serve};
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::{Cli, LevelArg};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Board profile: a built-in name or a profile TOML.
+    #[arg(long, value_name = "BOARD")]
+    pub board: String,
+    /// Expose the board's USART on a pseudo-terminal symlinked at PATH.
+    #[arg(long, value_name = "PATH")]
+    pub usart_pty: Option<PathBuf>,
+    /// Parity on the USART (a pty cannot carry parity; the tool's baud rate is mirrored).
+    /// `even` is the ROM bootloader's 8E1; `none` suits an application console.
+    #[arg(long, value_name = "PARITY", default_value = "even")]
+    pub usart_parity: ParityArg,
+    /// Serve the CAN bus to socketcand clients on ADDR:PORT (loopback; port 0 picks one).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub socketcand: Option<SocketAddr>,
+    /// socketcand bus name.
+    #[arg(long, default_value = "can0")]
+    pub bus_name: String,
+    /// BOOT0 level at start; `high` (default) makes the ROM bootloader answer at once.
+    #[arg(long, value_name = "LEVEL", default_value = "high")]
+    pub boot0: LevelArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ParityArg {
+    /// 8N1.
+    None,
+    /// 8E1 (ROM bootloader).
+    Even,
+    /// 8O1.
+    Odd,
+}
+
+const HELP: &str = "commands: reset [MS] | power on|off|cycle [MS] | boot0 high|low | status | help | quit";
+
+pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<ExitCode> {
+    if cli.rig.is_some() {
+        bail!("`twin serve` runs a simulated board; drop --rig");
+    }
+    if a.usart_pty.is_none() && a.socketcand.is_none() {
+        bail!("nothing to serve: give --usart-pty PATH and/or --socketcand ADDR:PORT");
+    }
+    if let Some(addr) = a.socketcand
+        && !addr.ip().is_loopback()
+    {
+        bail!("--socketcand {addr}: the twin serves loopback only (use 127.0.0.1:PORT)");
+    }
+    let profile = BoardProfile::resolve(&a.board)?;
+    let mut opts = TwinOptions::for_profile(&profile);
+    opts.time_scale = 1; // real time: outside tools have real timeouts
+    opts.boot0 = a.boot0.into();
+    opts.powered = true;
+    let twin = Twin::new(profile, opts);
+    let mut rig = twin.rig();
+    let p = twin.board().profile().clone();
+    say(format!("twin {}: powered, BOOT0 {}: {}", p.name, Level::from(a.boot0), twin.board().core().what));
+    let _pty = match &a.usart_pty {
+        Some(path) => {
+            let parity = match a.usart_parity {
+                ParityArg::None => Parity::None,
+                ParityArg::Even => Parity::Even,
+                ParityArg::Odd => Parity::Odd,
+            };
+            let bridge = serve::pty(twin.board().uart().clone(), path, parity)?;
+            let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+            say(format!(
+                "USART: {} -> {target} (parity {parity:?}; the baud rate your tool sets is mirrored)",
+                path.display()
+            ));
+            Some(bridge)
+        }
+        None => None,
+    };
+    if let Some(addr) = a.socketcand {
+        match twin
+            .board()
+            .profile()
+            .rom
+            .transports
+            .iter()
+            .any(|t| t.kind() != bootproof_fixtures::RomTransportKind::Usart)
+        {
+            true => {
+                let rates = bootproof_twin::standin::app_can_rates(&p).expect("CAN transport present");
+                let local = serve::socketcand(twin.board().can_bus().clone(), rates, addr, a.bus_name.clone()).await?;
+                say(format!("socketcand: {local} bus {} at {rates}", a.bus_name));
+            }
+            false => bail!("{} has no CAN interface to serve; drop --socketcand", p.name),
+        }
+    }
+    say(format!("control on stdin: {HELP}"));
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let Ok(Some(line)) = stdin.next_line().await else {
+            say("stdin closed; serving until Ctrl-C or SIGTERM".into());
+            std::future::pending::<()>().await;
+            unreachable!();
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"quit") {
+            say("ok: bye".into());
+            return Ok(ExitCode::SUCCESS);
+        }
+        match control(&twin, &mut rig, &words).await {
+            Ok(msg) => say(format!("ok: {msg}")),
+            Err(e) => say(format!("error: {e:#}")),
+        }
+    }
+}
+
+/// Print a line without panicking when stdout is gone (the controlling tool exited).
+fn say(line: String) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+async fn control(twin: &Twin, rig: &mut Rig, words: &[&str]) -> Result<String> {
+    let ms = |w: Option<&&str>| -> Result<Option<Duration>> {
+        w.map(|v| {
+            v.parse::<u64>()
+                .map(Duration::from_millis)
+                .with_context(|| format!("`{v}` is not a number of milliseconds"))
+        })
+        .transpose()
+    };
+    Ok(match words {
+        [] => String::new(),
+        ["help"] => HELP.to_string(),
+        ["status"] => {
+            let st = twin.board().state();
+            format!(
+                "power {}, NRST {}, BOOT0 {}, core: {}, RSR {:#010x}",
+                if st.powered { "on" } else { "off" },
+                if st.nrst_low { "low" } else { "released" },
+                st.boot0,
+                st.core.what,
+                st.rsr
+            )
+        }
+        ["reset", rest @ ..] => {
+            let hold = ms(rest.first())?;
+            rig.reset()?.pulse_reset(hold).await?;
+            format!("NRST pulsed; now {}", twin.board().core().what)
+        }
+        ["power", "on"] => {
+            rig.power()?.power_on().await?;
+            format!("power on; {}", twin.board().core().what)
+        }
+        ["power", "off"] => {
+            rig.power()?.power_off().await?;
+            "power off".into()
+        }
+        ["power", "cycle", rest @ ..] => {
+            let off = ms(rest.first())?;
+            rig.power()?.power_cycle(off).await?;
+            format!("power cycled; {}", twin.board().core().what)
+        }
+        ["boot0", level @ ("high" | "low")] => {
+            let l = if *level == "high" { Level::High } else { Level::Low };
+            rig.boot0()?.set_boot0(l).await?;
+            format!("BOOT0 {l} (sampled at the next reset)")
+        }
+        other => bail!("unknown command `{}`; {HELP}", other.join(" ")),
+    })
+}
