@@ -27,6 +27,7 @@ pub mod lock;
 pub mod open;
 pub mod probe;
 pub mod safe;
+pub mod stm32rom;
 pub mod time;
 
 #[cfg(feature = "hw")]
@@ -250,9 +251,15 @@ impl Rig {
 
     /// Enter the ROM bootloader the way the seed thread's relays do: BOOT0 high, pulse NRST,
     /// hold BOOT0 until the MCU has sampled it, then return BOOT0 low (it is sampled only at
-    /// reset, so the bootloader keeps running). Waits the bootloader's start-up time.
+    /// reset, so the bootloader keeps running). An unpowered board is powered first. Waits the
+    /// bootloader's start-up time.
     pub async fn reset_into_rom(&mut self) -> Result<(), RigError> {
         self.boot0()?.set_boot0(Level::High).await?;
+        if let Ok(p) = self.power()
+            && p.is_on() != Some(true)
+        {
+            p.power_on().await?;
+        }
         let pulse = self.reset()?.pulse_reset(None).await;
         // BOOT0 has been sampled at the NRST release inside the pulse; drop it low again.
         let low = self.boot0()?.set_boot0(Level::Low).await;

@@ -1,7 +1,10 @@
 //! Command-line definitions and dispatch.
 
+mod flash;
+mod image;
 mod lines;
 mod serve;
+mod suite;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +62,13 @@ pub enum Command {
     Can(CanCommand),
     /// Attach to the serial console: board output to stdout, stdin to the board.
     Console(ConsoleArgs),
+    /// Run the boot scenarios (default: on the twins of every built-in board, virtual time).
+    Suite(suite::SuiteArgs),
+    /// Program an image through the ROM bootloader (CAN or USART) or the debug probe.
+    Flash(flash::FlashArgs),
+    /// Build and inspect images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Run a simulated board for outside tools.
     #[command(subcommand)]
     Twin(TwinCommand),
@@ -260,9 +270,14 @@ async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Session> {
     Ok(Session { rig, _twin: None })
 }
 
-/// Whether this command runs on virtual time (a twin, except `twin serve`).
+/// Whether this command runs on virtual time: a twin (except `twin serve`), and `suite` without
+/// a rig.
 pub fn virtual_time(cli: &Cli) -> bool {
-    cli.twin.is_some() && !matches!(cli.command, Command::Twin(_))
+    match cli.command {
+        Command::Twin(_) | Command::Image(_) => false,
+        Command::Suite(_) => cli.rig.is_none(),
+        _ => cli.twin.is_some(),
+    }
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -276,9 +291,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Can(CanCommand::Monitor(a)) => lines::can_monitor(&cli, a).await,
         Command::Console(a) => lines::console(&cli, a).await,
         Command::Twin(TwinCommand::Serve(a)) => serve::serve(&cli, a).await,
+        Command::Suite(a) => suite::suite(&cli, a).await,
+        Command::Flash(a) => flash::flash(&cli, a).await,
+        Command::Image(c) => image::run(c),
     }
 }
 
 pub(crate) fn ms(v: Option<u64>) -> Option<Duration> {
     v.map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rig_and_twin_are_exclusive() {
+        let e =
+            Cli::try_parse_from(["bootproof", "--rig", "x.toml", "--twin", "stm32h723zg", "rig", "check"]).unwrap_err();
+        assert!(e.to_string().contains("cannot be used with"), "{e}");
+    }
 }

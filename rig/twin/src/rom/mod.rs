@@ -24,67 +24,7 @@ use crate::board::{Mcu, McuError, Rdp};
 use crate::bus::CanPort;
 use crate::uart::BoardRx;
 
-/// ACK byte.
-pub const ACK: u8 = 0x79;
-/// NACK byte.
-pub const NACK: u8 = 0x1F;
-
-/// Command opcodes.
-pub mod op {
-    /// Get.
-    pub const GET: u8 = 0x00;
-    /// Get Version (and read protection status).
-    pub const GET_VERSION: u8 = 0x01;
-    /// Get ID.
-    pub const GET_ID: u8 = 0x02;
-    /// Read Memory.
-    pub const READ: u8 = 0x11;
-    /// Go.
-    pub const GO: u8 = 0x21;
-    /// Write Memory.
-    pub const WRITE: u8 = 0x31;
-    /// Erase (bxCAN, legacy USART).
-    pub const ERASE: u8 = 0x43;
-    /// Extended Erase (USART) / Erase (FDCAN).
-    pub const EXT_ERASE: u8 = 0x44;
-    /// Write Protect.
-    pub const WRITE_PROTECT: u8 = 0x63;
-    /// Write Unprotect.
-    pub const WRITE_UNPROTECT: u8 = 0x73;
-    /// Readout Protect.
-    pub const READOUT_PROTECT: u8 = 0x82;
-    /// Readout Unprotect.
-    pub const READOUT_UNPROTECT: u8 = 0x92;
-}
-
-/// The command list a transport's Get reports.
-pub fn commands(kind: RomTransportKind) -> [u8; 11] {
-    let erase = if kind == RomTransportKind::Bxcan { op::ERASE } else { op::EXT_ERASE };
-    [
-        op::GET,
-        op::GET_VERSION,
-        op::GET_ID,
-        op::READ,
-        op::GO,
-        op::WRITE,
-        erase,
-        op::WRITE_PROTECT,
-        op::WRITE_UNPROTECT,
-        op::READOUT_PROTECT,
-        op::READOUT_UNPROTECT,
-    ]
-}
-
-/// An erase request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EraseRequest {
-    /// Everything.
-    Mass,
-    /// Bank 1 (0xFFFE) / bank 2 (0xFFFD).
-    Bank(u8),
-    /// These sectors.
-    Sectors(Vec<u16>),
-}
+pub use bootproof_rig::stm32rom::{ACK, EraseRequest, NACK, commands, op};
 
 /// Outcome of a command that may end the session.
 pub(crate) enum After {

@@ -9,16 +9,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{ACK, After, EraseRequest, NACK, RomCore, commands, op};
+use bootproof_rig::stm32rom::xor;
 
 const WAIT: Duration = Duration::from_secs(3600);
 
 struct Session {
     core: RomCore,
     input: VecDeque<u8>,
-}
-
-fn xor(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0, |a, b| a ^ b)
 }
 
 impl Session {

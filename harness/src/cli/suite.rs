@@ -1,0 +1,127 @@
+//! `bootproof suite`: run the boot scenarios, one line each, and a summary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use bootproof::scenarios::{self, Outcome, RunOptions, ScenarioResult};
+use bootproof_fixtures::BoardProfile;
+use bootproof_rig::Permissions;
+use bootproof_rig::open::OpenOptions;
+use clap::Args;
+
+use super::{Cli, open_rig, open_twin};
+
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// Run only these scenarios (repeatable): rom-get-id, seed-loop, reset-vs-power-on,
+    /// blank-flash, interrupted-transfer.
+    #[arg(long = "scenario", value_name = "ID")]
+    pub scenarios: Vec<String>,
+    /// Allow the blank-flash scenario to mass-erase a physical board (always allowed on the twin).
+    #[arg(long)]
+    pub allow_mass_erase: bool,
+    /// Application image to flash on a physical board (the stand-in app runs only on the twin).
+    #[arg(long, value_name = "FILE")]
+    pub app_image: Option<PathBuf>,
+    /// Load address for a raw binary --app-image.
+    #[arg(long, value_name = "ADDR", value_parser = super::flash::parse_addr, default_value = "0x08000000")]
+    pub base: u32,
+    /// Cut after every write command on hardware too (slow; default: a sample).
+    #[arg(long)]
+    pub exhaustive: bool,
+    /// Print each scenario's timeline.
+    #[arg(long)]
+    pub timeline: bool,
+}
+
+fn selected(a: &SuiteArgs) -> Result<Vec<&'static scenarios::Scenario>> {
+    if a.scenarios.is_empty() {
+        return Ok(scenarios::ALL.iter().collect());
+    }
+    a.scenarios
+        .iter()
+        .map(|id| {
+            scenarios::find(id).ok_or_else(|| {
+                let known: Vec<&str> = scenarios::ALL.iter().map(|s| s.id).collect();
+                anyhow::anyhow!("unknown scenario `{id}`; known: {}", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+fn line(r: &ScenarioResult, title: &str) -> (char, String) {
+    let secs = format!("{:>8.2} s", r.elapsed.as_secs_f64());
+    match &r.outcome {
+        Ok(Outcome::Pass) => ('P', format!("PASS  {:<12} {:<22} {secs}  {title}", r.board, r.id)),
+        Ok(Outcome::Skip(why)) => ('S', format!("SKIP  {:<12} {:<22} {:>10}  {why}", r.board, r.id, "-")),
+        Err(e) => ('F', format!("FAIL  {:<12} {:<22} {secs}  {e}", r.board, r.id)),
+    }
+}
+
+pub async fn suite(cli: &Cli, a: &SuiteArgs) -> Result<ExitCode> {
+    let list = selected(a)?;
+    let wall = Instant::now();
+    let mut results = Vec::new();
+    if cli.rig.is_some() {
+        let mut rig = open_rig(cli, OpenOptions::default()).await?;
+        let app_image = match &a.app_image {
+            Some(p) => Some(bootproof_rig::image::FirmwareImage::load(p, Some(a.base))?),
+            None => None,
+        };
+        let mut permissions = Permissions::none();
+        if a.allow_mass_erase {
+            permissions = permissions.allow_mass_erase();
+        }
+        let opts = RunOptions { permissions, exhaustive: a.exhaustive, app_image, twin: false };
+        println!("bootproof suite: {} scenario(s) on rig {} ({})", list.len(), rig.name(), rig.board().name);
+        for s in &list {
+            let r = scenarios::run(s, &mut rig, opts.clone()).await;
+            report(&r, s.title, a.timeline);
+            results.push(r);
+        }
+    } else {
+        if a.app_image.is_some() {
+            bail!("--app-image is for physical boards; the twin runs the stand-in app");
+        }
+        let boards: Vec<String> = match cli.twin.as_deref() {
+            None | Some("all") => BoardProfile::builtin_names().into_iter().map(String::from).collect(),
+            Some(b) => vec![b.to_string()],
+        };
+        println!(
+            "bootproof suite: {} scenario(s) on {} twin(s) ({}), virtual time",
+            list.len(),
+            boards.len(),
+            boards.join(", ")
+        );
+        for board in &boards {
+            for s in &list {
+                // A fresh, blank twin per scenario.
+                let twin = open_twin(board)?;
+                let mut rig = twin.rig();
+                rig.restore_safe_state();
+                let r = scenarios::run(s, &mut rig, RunOptions::twin()).await;
+                report(&r, s.title, a.timeline);
+                results.push(r);
+            }
+        }
+    }
+    let count = |c| results.iter().filter(|r| line(r, "").0 == c).count();
+    let (passed, skipped, failed) = (count('P'), count('S'), count('F'));
+    let simulated: f64 = results.iter().map(|r| r.elapsed.as_secs_f64()).sum();
+    println!(
+        "summary: {passed} passed, {skipped} skipped, {failed} failed; {simulated:.1} s of board time in {:.1} s of wall time",
+        wall.elapsed().as_secs_f64()
+    );
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn report(r: &ScenarioResult, title: &str, timeline: bool) {
+    println!("{}", line(r, title).1);
+    if timeline || r.outcome.is_err() {
+        for (at, e) in &r.timed {
+            println!("        {:>10.6} s  {e}", at.as_secs_f64());
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! bootproof's ROM bootloader client against the twin, on all three transports.
+
+use std::time::Duration;
+
+use bootproof::flash::{self, FlashOptions};
+use bootproof::rom::{RomClient, RomError};
+use bootproof_fixtures::{BoardProfile, Level, RomTransportKind};
+use bootproof_rig::stm32rom::EraseRequest;
+use bootproof_rig::{CanEvent, Permissions, Rig, RigBuilder};
+use bootproof_twin::{Twin, TwinOptions, standin};
+
+const CASES: [(&str, RomTransportKind); 4] = [
+    ("stm32h723zg", RomTransportKind::Fdcan),
+    ("stm32h723zg", RomTransportKind::Usart),
+    ("stm32f446re", RomTransportKind::Bxcan),
+    ("stm32g071rb", RomTransportKind::Usart),
+];
+
+async fn rom_rig(board: &str) -> (Twin, Rig) {
+    let twin = Twin::builtin(board).unwrap();
+    let mut rig = twin.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    rig.reset_into_rom().await.unwrap();
+    (twin, rig)
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_report_the_profile_identity_on_every_transport() {
+    for (board, kind) in CASES {
+        let (twin, mut rig) = rom_rig(board).await;
+        let p = twin.board().profile().clone();
+        let mut rom = RomClient::open(&mut rig, Some(kind)).unwrap();
+        assert_eq!(rom.connect().await.unwrap(), p.identity.pid, "{board} {kind}");
+        assert_eq!(rom.get_version().await.unwrap(), p.identity.bootloader_version, "{board} {kind}");
+        let info = rom.get().await.unwrap();
+        assert_eq!(info.protocol_version, p.rom.transport(kind).unwrap().protocol_version());
+        assert_eq!(info.commands.len(), 11);
+        // System memory holds the bootloader ID byte.
+        let id = rom.read_memory(p.identity.bootloader_id_address, 1).await.unwrap();
+        assert_eq!(id, vec![p.identity.bootloader_version], "{board} {kind}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_chip_is_an_error() {
+    // The board is an H74x (PID 0x450) but the rig's profile says H723.
+    let mut board = BoardProfile::builtin("stm32h723zg").unwrap();
+    board.identity.pid = 0x450;
+    let opts = TwinOptions::for_profile(&board);
+    let twin = Twin::new(board, opts);
+    let mut twin_rig = twin.rig();
+    twin_rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    twin_rig.power().unwrap().power_on().await.unwrap();
+    bootproof_rig::time::sleep(Duration::from_millis(60)).await;
+    let mut rig = RigBuilder::new("mislabelled", BoardProfile::builtin("stm32h723zg").unwrap())
+        .can(Box::new(twin.attach_can("host2", bootproof_rig::can::Bitrates::fd(250_000, 1_000_000))))
+        .build();
+    let mut rom = RomClient::open(&mut rig, None).unwrap();
+    let e = rom.connect().await.unwrap_err();
+    assert!(matches!(e, RomError::WrongChip { expected: 0x483, got: 0x450, .. }), "{e}");
+    assert!(e.to_string().contains("check the rig config's `board`"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn flash_verify_skip_and_go_on_every_transport() {
+    for (board, kind) in CASES {
+        let twin = Twin::builtin(board).unwrap();
+        let mut rig = twin.rig();
+        let p = twin.board().profile().clone();
+        let img = standin::image(&p, p.flash.base, 7, 4096);
+        let r = flash::flash_via_rom(&mut rig, Some(kind), &img, &FlashOptions::default(), &mut |_| {}).await.unwrap();
+        assert!(r.verified && r.writes == 16 && !r.erased.is_empty(), "{board} {kind}: {r:?}");
+        // Flashing the same image again skips every sector.
+        let r2 = flash::flash_via_rom(&mut rig, Some(kind), &img, &FlashOptions::default(), &mut |_| {}).await.unwrap();
+        assert_eq!((r2.writes, r2.erased.len()), (0, 0), "{board} {kind}: {r2:?}");
+        assert_eq!(r2.skipped, r.erased);
+        // Go starts the app.
+        let rom = RomClient::open(&mut rig, Some(kind)).unwrap();
+        rom.go(p.flash.base).await.unwrap();
+        let core = rig.probe().unwrap().core_status().await.unwrap();
+        assert_eq!(core.detail.as_deref(), Some("bootproof stand-in app v7"), "{board} {kind}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_name_the_command_and_the_fix() {
+    let (_twin, mut rig) = rom_rig("stm32h723zg").await;
+    let mut rom = RomClient::open(&mut rig, Some(RomTransportKind::Fdcan)).unwrap();
+    rom.connect().await.unwrap();
+    let e = rom.write_memory(0x6000_0000, &[0; 32]).await.unwrap_err().to_string();
+    assert!(e.contains("NACKed Write Memory (address)"), "{e}");
+    let e = rom.write_memory(0x0802_0008, &[0; 32]).await.unwrap_err().to_string();
+    assert!(e.contains("32-byte boundary"), "{e}");
+    let e = rom.read_memory(0x0800_0000, 300).await.unwrap_err().to_string();
+    assert!(e.contains("1..=256"), "{e}");
+    let e = rom.erase(&EraseRequest::Mass, Permissions::none()).await.unwrap_err().to_string();
+    assert!(e.contains("--allow-mass-erase"), "{e}");
+    let e = rom.erase(&EraseRequest::Sectors(vec![8]), Permissions::none()).await.unwrap_err().to_string();
+    assert!(e.contains("sector 8 does not exist"), "{e}");
+    // The session is still usable.
+    rom.check_id().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_answer_says_what_to_check() {
+    let twin = Twin::builtin("stm32h723zg").unwrap();
+    let mut rig = twin.rig();
+    rig.power().unwrap().power_on().await.unwrap(); // BOOT0 low, blank: locked up
+    let mut rom = RomClient::open(&mut rig, Some(RomTransportKind::Fdcan)).unwrap();
+    let e = rom.connect().await.unwrap_err().to_string();
+    assert!(e.contains("no node acknowledged") && e.contains("not in its ROM bootloader"), "{e}");
+    let mut rom = RomClient::open(&mut rig, Some(RomTransportKind::Usart)).unwrap();
+    let e = rom.connect().await.unwrap_err().to_string();
+    assert!(e.contains("no reply") && e.contains("BOOT0 high"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn readout_protection_is_reported_as_such() {
+    for kind in [RomTransportKind::Fdcan, RomTransportKind::Usart] {
+        let (twin, mut rig) = rom_rig("stm32h723zg").await;
+        let mut rom = RomClient::open(&mut rig, Some(kind)).unwrap();
+        rom.connect().await.unwrap();
+        let e = rom.readout_protect(Permissions::none()).await.unwrap_err().to_string();
+        assert!(e.contains("--allow-readout-protection"), "{e}");
+        let rom = RomClient::open(&mut rig, Some(kind)).unwrap();
+        rom.readout_protect(Permissions::none().allow_readout_protection()).await.unwrap();
+        // The option-byte reload resets the MCU with BOOT0 low again: re-enter the bootloader.
+        rig.reset_into_rom().await.unwrap();
+        let mut rom = RomClient::open(&mut rig, Some(kind)).unwrap();
+        rom.connect().await.unwrap();
+        let e = rom.read_memory(0x0800_0000, 16).await.unwrap_err();
+        assert!(matches!(e, RomError::ReadoutProtected { .. }), "{kind}: {e}");
+        rom.readout_unprotect(Permissions::none().allow_readout_protection().allow_mass_erase()).await.unwrap();
+        bootproof_rig::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(twin.board().state().rdp, bootproof_twin::board::Rdp::Level0, "{kind}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn flashing_recovers_when_a_torn_word_makes_the_bootloader_fault() {
+    let twin = Twin::builtin("stm32h723zg").unwrap();
+    let mut rig = twin.rig();
+    let p = twin.board().profile().clone();
+    let img = standin::image(&p, p.flash.base, 9, 4096);
+    // A first flash stopped after 4 blocks, then a power cut during the 5th write's programming.
+    let stop = FlashOptions { stop_after_writes: Some(4), ..FlashOptions::default() };
+    flash::flash_via_rom(&mut rig, None, &img, &stop, &mut |_| {}).await.unwrap();
+    {
+        let mut rom = RomClient::open(&mut rig, None).unwrap();
+        let blocks = flash::blocks(&img, 32, 0xFF);
+        let b = &blocks[4];
+        // Send the write; cut power once the bootloader has programmed its first word.
+        let first_word_done = async {
+            while twin.board().state().flash.word_state(b.address) != bootproof_twin::flash::WordState::Programmed {
+                bootproof_rig::time::sleep(Duration::from_micros(10)).await;
+            }
+        };
+        tokio::select! {
+            _ = rom.write_memory(b.address, &b.data) => panic!("the write should not complete"),
+            _ = first_word_done => {}
+        }
+    }
+    twin.board().set_power(false);
+    twin.board().set_power(true);
+    let torn = (0..p.flash.size()).step_by(32).any(|o| {
+        twin.board().state().flash.word_state(p.flash.base + o) == bootproof_twin::flash::WordState::Inconsistent
+    });
+    assert!(torn, "the cut left a torn word");
+    let r = flash::flash_via_rom(&mut rig, None, &img, &FlashOptions::default(), &mut |_| {}).await.unwrap();
+    assert_eq!(r.recoveries, 1, "{r:?}");
+    assert!(r.verified);
+    rig.reset_normal().await.unwrap();
+    let hello = loop {
+        if let CanEvent::Frame(f) = rig.can().unwrap().recv(Duration::from_secs(1)).await.unwrap()
+            && let Some(a) = standin::Announcement::parse(&f)
+        {
+            break a;
+        }
+    };
+    assert_eq!(hello.version, 9);
+}

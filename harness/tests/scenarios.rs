@@ -1,0 +1,124 @@
+//! The boot scenarios as Rust tests.
+//!
+//! The `rig` fixture gives the twin of a board profile by default (virtual time), and the real
+//! rig named by `BOOTPROOF_RIG` when that is set (then only the cases for the rig's board run;
+//! `BOOTPROOF_ALLOW_MASS_ERASE=1` allows the blank-flash scenario, `BOOTPROOF_APP_IMAGE` names
+//! the application image to flash). Each scenario's timeline is an insta snapshot: it carries no
+//! times, so a hardware run must produce the same text as the twin.
+
+use bootproof::scenarios::{self, Outcome, RunOptions};
+use bootproof_rig::Rig;
+use rstest::{fixture, rstest};
+
+/// What a scenario runs against.
+struct Target {
+    rt: tokio::runtime::Runtime,
+    rig: Rig,
+    opts: RunOptions,
+    _twin: Option<bootproof_twin::Twin>,
+}
+
+#[fixture]
+fn rig(#[default("stm32h723zg")] board: &str) -> Option<Target> {
+    match std::env::var("BOOTPROOF_RIG") {
+        Ok(path) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+            let opts = bootproof_rig::open::OpenOptions::default();
+            let (rig, _) = rt.block_on(bootproof::target::open_rig(std::path::Path::new(&path), &opts)).unwrap();
+            if rig.board().name != board {
+                return None; // this case is for another board
+            }
+            let mut permissions = bootproof_rig::Permissions::none();
+            if std::env::var("BOOTPROOF_ALLOW_MASS_ERASE").as_deref() == Ok("1") {
+                permissions = permissions.allow_mass_erase();
+            }
+            let app_image = std::env::var("BOOTPROOF_APP_IMAGE").ok().map(|p| {
+                bootproof_rig::image::FirmwareImage::load(std::path::Path::new(&p), Some(0x0800_0000)).unwrap()
+            });
+            let opts = RunOptions { permissions, exhaustive: false, app_image, twin: false };
+            Some(Target { rt, rig, opts, _twin: None })
+        }
+        Err(_) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            let _guard = rt.enter();
+            let twin = bootproof_twin::Twin::builtin(board).unwrap();
+            let rig = twin.rig();
+            rig.restore_safe_state();
+            Some(Target { rt, rig, opts: RunOptions::twin(), _twin: Some(twin) })
+        }
+    }
+}
+
+fn run(target: Option<Target>, id: &str, board: &str, expect_pass: bool) {
+    let Some(mut t) = target else {
+        eprintln!("{id}@{board}: skipped, the rig is another board");
+        return;
+    };
+    let s = scenarios::find(id).unwrap();
+    let opts = t.opts.clone();
+    let r = t.rt.block_on(scenarios::run(s, &mut t.rig, opts));
+    for (at, e) in &r.timed {
+        eprintln!("{:>12.6} s  {e}", at.as_secs_f64());
+    }
+    match (&r.outcome, expect_pass) {
+        (Ok(Outcome::Pass), true) => {}
+        (Ok(Outcome::Skip(why)), false) => eprintln!("{id}@{board}: skipped as expected: {why}"),
+        (other, _) => panic!("{id}@{board}: {other:?}"),
+    }
+    if t.opts.exhaustive || id != "interrupted-transfer" {
+        insta::with_settings!({ snapshot_suffix => board, prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!(id, r.timeline);
+        });
+    }
+}
+
+#[rstest]
+#[case::stm32h723zg("stm32h723zg")]
+#[case::stm32f446re("stm32f446re")]
+#[case::stm32g071rb("stm32g071rb")]
+fn rom_get_id(#[case] board: &str) {
+    run(rig::get(board), "rom-get-id", board, true);
+}
+
+#[rstest]
+#[case::stm32h723zg("stm32h723zg", true)]
+#[case::stm32f446re("stm32f446re", true)]
+#[case::stm32g071rb("stm32g071rb", false)]
+fn seed_loop(#[case] board: &str, #[case] applies: bool) {
+    run(rig::get(board), "seed-loop", board, applies);
+}
+
+#[rstest]
+#[case::stm32h723zg("stm32h723zg")]
+#[case::stm32f446re("stm32f446re")]
+#[case::stm32g071rb("stm32g071rb")]
+fn reset_vs_power_on(#[case] board: &str) {
+    run(rig::get(board), "reset-vs-power-on", board, true);
+}
+
+#[rstest]
+#[case::stm32h723zg("stm32h723zg")]
+#[case::stm32f446re("stm32f446re")]
+#[case::stm32g071rb("stm32g071rb")]
+fn blank_flash(#[case] board: &str) {
+    run(rig::get(board), "blank-flash", board, true);
+}
+
+#[rstest]
+#[case::stm32h723zg("stm32h723zg")]
+#[case::stm32f446re("stm32f446re")]
+#[case::stm32g071rb("stm32g071rb")]
+fn interrupted_transfer(#[case] board: &str) {
+    run(rig::get(board), "interrupted-transfer", board, true);
+}
+
+/// The default fixture is the H723 twin.
+#[rstest]
+fn the_default_rig_is_the_h723_twin(rig: Option<Target>) {
+    if std::env::var("BOOTPROOF_RIG").is_ok() {
+        return;
+    }
+    let t = rig.expect("twin");
+    assert_eq!(t.rig.board().name, "stm32h723zg");
+    assert!(t.opts.twin);
+}
