@@ -176,14 +176,17 @@ pub struct ConsoleArgs {
 
 /// Set up tracing: BOOTPROOF_LOG wins, else -v levels; logs go to stderr.
 pub fn init_logging(verbose: u8) {
-    let default = match verbose {
+    // Our crates at the chosen level; dependencies (probe-rs, nusb, ...) only their errors.
+    let ours = match verbose {
         0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
+    let default =
+        format!("error,bootproof={ours},bootproof_rig={ours},bootproof_twin={ours},bootproof_fixtures={ours}");
     let filter = tracing_subscriber::EnvFilter::try_from_env("BOOTPROOF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
