@@ -1,0 +1,263 @@
+//! The updater (used by the application and by the bootloader's recovery mode) and the
+//! application's confirmation.
+//!
+//! A download goes to the slot that is not running:
+//! 1. [`Download::begin`] refuses to start while the running image is unconfirmed (the other
+//!    slot holds its fallback), then erases the target slot, trailer sector first.
+//! 2. [`Download::write`] takes the image in order, in chunks of any size, and programs whole
+//!    32-byte words (all-0xFF words are left erased). The header is checked as soon as it
+//!    arrives: a build linked for the other slot is refused before anything else is written.
+//! 3. [`Download::finish`] verifies the image in flash exactly as the bootloader will (hash,
+//!    signature, load address, security counter), refuses an image that would never boot
+//!    because the other slot holds a higher or equal version, and only then writes the
+//!    committed word: the commit point.
+//!
+//! [`confirm`] is the application's "I am good": it writes the confirmed word of its own slot
+//! and raises the stored security counter to the image's. It is idempotent; call it on every
+//! boot after the self-test.
+
+use embedded_storage::nor_flash::NorFlash;
+use fut_image::{Header, ImageVersion, Reject, SignatureCheck, TrustedKey, Verified};
+
+use crate::boot::{expect, verify_slot};
+use crate::flash::{FlashError, SlotSource, check_geometry, erase_region, program};
+use crate::journal::{Journal, JournalError};
+use crate::layout::{Layout, SlotId};
+use crate::trailer::{Flag, Trailer, WORD, WordState};
+
+/// Why an update step failed. Nothing was committed; the running image is untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateError<E> {
+    /// Flash failure.
+    Flash(FlashError<E>),
+    /// The target is the running slot.
+    TargetIsRunning(SlotId),
+    /// The running image is not confirmed: the other slot holds its fallback.
+    RunningUnconfirmed(SlotId),
+    /// The image is invalid for the target slot.
+    Rejected(Reject),
+    /// More data than the slot holds.
+    Oversize {
+        /// Bytes the image may occupy.
+        capacity: u32,
+    },
+    /// The other slot holds a version at least as high: this image would never boot.
+    NotNewer {
+        /// The other slot's version.
+        other: ImageVersion,
+        /// This image's version.
+        image: ImageVersion,
+    },
+}
+
+impl<E: core::fmt::Debug> core::fmt::Display for UpdateError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            UpdateError::Flash(e) => write!(f, "{e}"),
+            UpdateError::TargetIsRunning(s) => write!(f, "slot {s} is running: update the other slot"),
+            UpdateError::RunningUnconfirmed(s) => write!(
+                f,
+                "the running image in slot {s} is not confirmed; confirm it before updating, \
+                 because the other slot holds its fallback"
+            ),
+            UpdateError::Rejected(r) => write!(f, "image rejected: {r}"),
+            UpdateError::Oversize { capacity } => write!(f, "image exceeds the slot's {capacity} bytes"),
+            UpdateError::NotNewer { other, image } => write!(
+                f,
+                "image version {image} is not newer than {other} in the other slot, so it would never boot; \
+                 bump the version"
+            ),
+        }
+    }
+}
+
+/// A download in progress.
+#[derive(Debug)]
+pub struct Download {
+    layout: Layout,
+    slot: SlotId,
+    received: u32,
+    word: [u8; WORD],
+    fill: usize,
+}
+
+impl Download {
+    /// Start a download into `target`. `running` is the slot the caller runs from (`None` in
+    /// the bootloader's recovery mode). Erases the target slot.
+    pub fn begin<F: NorFlash>(
+        flash: &mut F,
+        layout: &Layout,
+        target: SlotId,
+        running: Option<SlotId>,
+    ) -> Result<Download, UpdateError<F::Error>> {
+        if !check_geometry(flash, layout) {
+            return Err(UpdateError::Flash(FlashError::Geometry));
+        }
+        if let Some(r) = running {
+            if r == target {
+                return Err(UpdateError::TargetIsRunning(r));
+            }
+            if !Trailer::read(flash, layout, r).is_confirmed() {
+                return Err(UpdateError::RunningUnconfirmed(r));
+            }
+        }
+        erase_region(flash, layout, layout.slot(target)).map_err(UpdateError::Flash)?;
+        Ok(Download { layout: *layout, slot: target, received: 0, word: [0xFF; WORD], fill: 0 })
+    }
+
+    /// The target slot.
+    pub fn slot(&self) -> SlotId {
+        self.slot
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u32 {
+        self.received
+    }
+
+    fn flush_word<F: NorFlash>(&mut self, flash: &mut F) -> Result<(), UpdateError<F::Error>> {
+        let at = self.layout.slot(self.slot).offset + self.received - self.fill as u32;
+        if self.received as usize == self.fill {
+            // The first word is the header's start: refuse a wrong build before writing it.
+            let e = expect(&self.layout, self.slot, 0);
+            let h = fut_image::check_header(&mut &self.word[..], &e);
+            match h {
+                Ok(_) | Err(Reject::Truncated { .. }) => {}
+                Err(r) => return Err(UpdateError::Rejected(r)),
+            }
+        }
+        if self.word.iter().any(|b| *b != 0xFF) {
+            program(flash, &self.layout, at, &self.word).map_err(UpdateError::Flash)?;
+        }
+        self.word = [0xFF; WORD];
+        self.fill = 0;
+        Ok(())
+    }
+
+    /// Append `data`.
+    pub fn write<F: NorFlash>(&mut self, flash: &mut F, mut data: &[u8]) -> Result<(), UpdateError<F::Error>> {
+        let capacity = self.layout.image_capacity(self.slot);
+        if self.received as u64 + data.len() as u64 > capacity as u64 {
+            return Err(UpdateError::Oversize { capacity });
+        }
+        while !data.is_empty() {
+            let n = (WORD - self.fill).min(data.len());
+            self.word[self.fill..self.fill + n].copy_from_slice(&data[..n]);
+            self.fill += n;
+            self.received += n as u32;
+            data = &data[n..];
+            if self.fill == WORD {
+                self.flush_word(flash)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Verify what was written and commit it.
+    pub fn finish<F: NorFlash, C: SignatureCheck>(
+        mut self,
+        flash: &mut F,
+        keys: &[TrustedKey],
+        sig: &mut C,
+    ) -> Result<Verified, UpdateError<F::Error>> {
+        if self.fill > 0 {
+            self.flush_word(flash)?;
+        }
+        let l = self.layout;
+        let min = Journal::read(flash, &l).minimum;
+        let image = verify_slot(flash, &l, self.slot, keys, sig, min).map_err(UpdateError::Rejected)?;
+        // The other slot: a valid, committed, untried-or-confirmed image of a higher or equal
+        // version would win every boot.
+        let other = self.slot.other();
+        if Trailer::read(flash, &l, other).is_candidate() {
+            let e = expect(&l, other, min);
+            if let Ok(h) = fut_image::check_header(&mut SlotSource::new(flash, l.slot(other).offset, e.capacity), &e)
+                && h.version.boot_cmp(&image.version).is_ge()
+                && verify_slot(flash, &l, other, keys, sig, min).is_ok()
+            {
+                return Err(UpdateError::NotNewer { other: h.version, image: image.version });
+            }
+        }
+        program(flash, &l, Flag::Committed.offset(&l, self.slot), &Flag::Committed.pattern())
+            .map_err(UpdateError::Flash)?;
+        Ok(image)
+    }
+}
+
+/// Why a confirmation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmError<E> {
+    /// The slot is not committed (the application is not running from a slot image).
+    NotCommitted(SlotId),
+    /// The image in the slot does not verify.
+    Invalid(Reject),
+    /// The confirmed word is indeterminate (a torn earlier confirmation); it cannot be
+    /// written. The next boot reverts; update again to recover.
+    WordDamaged(SlotId),
+    /// Flash failure.
+    Flash(FlashError<E>),
+    /// The security-counter journal could not be raised.
+    Journal(JournalError<E>),
+}
+
+impl<E: core::fmt::Debug> core::fmt::Display for ConfirmError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfirmError::NotCommitted(s) => write!(f, "slot {s} holds no committed image to confirm"),
+            ConfirmError::Invalid(r) => write!(f, "the image to confirm is invalid: {r}"),
+            ConfirmError::WordDamaged(s) => write!(
+                f,
+                "slot {s}'s confirmed word was torn by an earlier power cut; the next boot reverts, then update again"
+            ),
+            ConfirmError::Flash(e) => write!(f, "{e}"),
+            ConfirmError::Journal(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl<E: core::fmt::Debug> std::error::Error for UpdateError<E> {}
+#[cfg(feature = "std")]
+impl<E: core::fmt::Debug> std::error::Error for ConfirmError<E> {}
+
+/// The result of a confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmed {
+    /// The confirmed word was written now (false: it already was).
+    pub newly: bool,
+    /// The stored minimum security counter afterwards.
+    pub min_security_counter: u32,
+}
+
+/// Confirm the image in `slot` (the caller's own) and raise the stored security counter.
+pub fn confirm<F: NorFlash, C: SignatureCheck>(
+    flash: &mut F,
+    layout: &Layout,
+    slot: SlotId,
+    keys: &[TrustedKey],
+    sig: &mut C,
+) -> Result<Confirmed, ConfirmError<F::Error>> {
+    let t = Trailer::read(flash, layout, slot);
+    if !t.is_committed() {
+        return Err(ConfirmError::NotCommitted(slot));
+    }
+    let min = Journal::read(flash, layout).minimum;
+    let image = verify_slot(flash, layout, slot, keys, sig, min).map_err(ConfirmError::Invalid)?;
+    let newly = match t.confirmed {
+        WordState::Set => false,
+        WordState::Indeterminate => return Err(ConfirmError::WordDamaged(slot)),
+        WordState::Unset => {
+            program(flash, layout, Flag::Confirmed.offset(layout, slot), &Flag::Confirmed.pattern())
+                .map_err(ConfirmError::Flash)?;
+            true
+        }
+    };
+    let j = Journal::raise(flash, layout, image.security_counter).map_err(ConfirmError::Journal)?;
+    Ok(Confirmed { newly, min_security_counter: j.minimum })
+}
+
+/// Read the header of the image in `slot`, if any (for status reports).
+pub fn slot_header<F: NorFlash>(flash: &mut F, layout: &Layout, slot: SlotId) -> Option<Header> {
+    let e = expect(layout, slot, 0);
+    fut_image::check_header(&mut SlotSource::new(flash, layout.slot(slot).offset, e.capacity), &e).ok()
+}
