@@ -796,6 +796,37 @@ impl Mcu {
         self.board.timed_erase(self.era, sector).await
     }
 
+    /// Program flash at once and return the time it takes on silicon, which the caller then
+    /// spends (`sleep`). For native firmware's synchronous flash driver (the boot core's
+    /// `NorFlash`): the operation cannot be torn by a reset in between, a simplification the
+    /// boot core's own power-cut sweeps cover exhaustively.
+    pub fn program_now(&self, addr: u32, data: &[u8]) -> Result<Duration, McuError> {
+        let mut st = self.board.state();
+        if st.generation != self.era || !st.powered {
+            return Err(McuError::Reset);
+        }
+        st.flash.check_program(addr, data.len())?;
+        let word = self.board.profile.flash.word as usize;
+        for (i, chunk) in data.chunks(word).enumerate() {
+            st.flash.program_word(addr + (i * word) as u32, chunk)?;
+        }
+        Ok(Duration::from_micros(self.board.profile.flash.program_us as u64 * data.len().div_ceil(word) as u64))
+    }
+
+    /// Erase one sector at once and return the time it takes on silicon (see
+    /// [`Mcu::program_now`]).
+    pub fn erase_now(&self, sector: u32) -> Result<Duration, McuError> {
+        let mut st = self.board.state();
+        if st.generation != self.era || !st.powered {
+            return Err(McuError::Reset);
+        }
+        let s = *st.flash.sectors().get(sector as usize).ok_or(McuError::Flash(FlashFault::OutOfRange(sector)))?;
+        st.flash.erase_sector(sector)?;
+        drop(st);
+        self.board.log(format!("sector {sector} erased"));
+        Ok(Duration::from_millis(s.erase_ms as u64))
+    }
+
     /// Erase all of flash.
     pub async fn mass_erase(&self) -> Result<(), McuError> {
         self.board.halt_gate().await;

@@ -30,6 +30,8 @@ pub const DESCRIPTOR_LEN: usize = 48;
 pub mod kind {
     /// The stand-in application (issue 5): announces itself on CAN, serial and RTT.
     pub const STAND_IN_APP: u16 = 1;
+    /// bootproof's bootloader (the boot core): see [`crate::bootloader`].
+    pub const BOOTLOADER: u16 = 2;
 }
 
 /// What the descriptor says about an image.
@@ -126,10 +128,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in firmware (the stand-in app).
+    /// The built-in firmware (the stand-in app and bootproof's bootloader).
     pub fn builtin() -> Self {
         let mut r = Registry::default();
         r.register(kind::STAND_IN_APP, Arc::new(crate::standin::StandInApp));
+        r.register(kind::BOOTLOADER, Arc::new(crate::bootloader::BootloaderFirmware));
         r
     }
 

@@ -13,6 +13,7 @@
 //! costs no wall time and every delay is exact to the microsecond.
 
 pub mod board;
+pub mod bootloader;
 pub mod bus;
 pub mod firmware;
 pub mod flash;

@@ -87,6 +87,14 @@ impl Firmware for StandInApp {
                 let _ = port.send(&f).await;
             }
         }
+        if boot.descriptor.flags & crate::bootloader::APP_CONFIRMS != 0 {
+            let Some(line) = crate::bootloader::app_confirm(&mcu, boot.vector_table).await else { return };
+            mcu.log(line.clone());
+            mcu.rtt_write(format!("{line}\n").as_bytes());
+            if mcu.uart_write(format!("{line}\r\n").as_bytes()).await.is_err() {
+                return;
+            }
+        }
         let mut counter: u32 = 0;
         loop {
             if mcu.sleep(Duration::from_secs(1)).await.is_err() {
@@ -133,6 +141,19 @@ impl Announcement {
 
 /// Build a stand-in app image of `size` bytes (≥ 1 KiB) with its vector table at `vector_table`.
 pub fn image(profile: &BoardProfile, vector_table: u32, version: u32, size: usize) -> FirmwareImage {
+    build(profile, vector_table, version, size, 0, &[])
+}
+
+/// [`image`] with descriptor `flags` (see [`crate::bootloader::APP_CONFIRMS`]) and `extra`
+/// bytes (the trusted-key table) right after the descriptor, covered by its CRC.
+pub fn build(
+    profile: &BoardProfile,
+    vector_table: u32,
+    version: u32,
+    size: usize,
+    flags: u16,
+    extra: &[u8],
+) -> FirmwareImage {
     let size = size.max(0x400).next_multiple_of(profile.flash.word as usize);
     let mut img = vec![0u8; size];
     // Filler that looks like code: deterministic, never a blank word.
@@ -153,13 +174,15 @@ pub fn image(profile: &BoardProfile, vector_table: u32, version: u32, size: usiz
     }
     let desc = Descriptor {
         kind: kind::STAND_IN_APP,
-        flags: 0,
+        flags,
         version,
         image_len: size as u32,
         name: "bootproof stand-in app".into(),
     };
     let at = DESCRIPTOR_OFFSET as usize;
     img[at..at + DESCRIPTOR_LEN].copy_from_slice(&desc.encode());
+    let x = at + DESCRIPTOR_LEN;
+    img[x..x + extra.len()].copy_from_slice(extra);
     seal(&mut img);
     FirmwareImage::from_segments(
         format!("stand-in-app-v{version}.bin"),
