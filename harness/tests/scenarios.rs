@@ -112,6 +112,17 @@ fn interrupted_transfer(#[case] board: &str) {
     run(rig::get(board), "interrupted-transfer", board, true);
 }
 
+/// bootproof's bootloader: H723 layout only, and on hardware only once its firmware exists
+/// (until then the scenario skips there, saying so).
+#[rstest]
+#[case::stm32h723zg("stm32h723zg", true)]
+#[case::stm32f446re("stm32f446re", false)]
+#[case::stm32g071rb("stm32g071rb", false)]
+fn signed_boot(#[case] board: &str, #[case] applies: bool) {
+    let on_twin = std::env::var("BOOTPROOF_RIG").is_err();
+    run(rig::get(board), "signed-boot", board, applies && on_twin);
+}
+
 /// The default fixture is the H723 twin.
 #[rstest]
 fn the_default_rig_is_the_h723_twin(rig: Option<Target>) {

@@ -1,4 +1,4 @@
-//! The five boot scenarios.
+//! The boot scenarios.
 
 use std::time::Duration;
 
@@ -25,9 +25,12 @@ fn s4<'c, 'r>(c: &'c mut Ctx<'r>) -> Body<'c> {
 fn s5<'c, 'r>(c: &'c mut Ctx<'r>) -> Body<'c> {
     Box::pin(interrupted_transfer(c))
 }
+fn s6<'c, 'r>(c: &'c mut Ctx<'r>) -> Body<'c> {
+    Box::pin(super::signed::signed_boot(c))
+}
 
 /// Every scenario, in order.
-pub static ALL: [Scenario; 5] = [
+pub static ALL: [Scenario; 6] = [
     Scenario {
         id: "rom-get-id",
         title: "BOOT0 high + NRST: the ROM bootloader answers Get ID with the profile's PID",
@@ -52,6 +55,11 @@ pub static ALL: [Scenario; 5] = [
         id: "interrupted-transfer",
         title: "power cut or NRST after every ROM write command: never bricked",
         run: s5,
+    },
+    Scenario {
+        id: "signed-boot",
+        title: "bootproof's bootloader: signed A/B images, trial boot, revert, rejections, recovery",
+        run: s6,
     },
 ];
 

@@ -1,0 +1,205 @@
+//! `signed-boot`: bootproof's own bootloader (the boot core) on the board, through the probe
+//! and CAN only, so the same scenario runs on hardware once the bootloader firmware exists.
+//!
+//! 1. Factory image set: the bootloader (trusting the test key) and v1 in slot A, committed
+//!    and confirmed. v1 boots.
+//! 2. An update as the updater leaves it: v2 (security counter 2) in slot B, committed. It
+//!    boots on trial, confirms itself, and keeps booting.
+//! 3. A broken update: v3 in slot A never confirms. It boots once; the next boot reverts to v2.
+//! 4. Bad images in slot A, each committed: a corrupted payload, a rollback below the stored
+//!    security counter, a foreign key, a build linked for slot B. v2 keeps booting.
+//! 5. Both slots erased: the bootloader stays in recovery and says so on CAN.
+
+use std::time::Duration;
+
+use boot_core::layout::{Layout, SlotId};
+use bootproof_fixtures::{Capability, Level};
+use bootproof_rig::CanEvent;
+use bootproof_rig::image::{FirmwareImage, Segment};
+use bootproof_rig::time::Instant;
+use bootproof_twin::bootloader::{self, AppSpec, STAGE_RECOVERY};
+use bootproof_twin::standin::{Announcement, STAGE_APP};
+use fut_image::ImageVersion;
+use fut_image::keys::SigningKey;
+
+use super::{Ctx, Outcome, ScenarioError, check};
+
+const TEST_KEY_A: &str = include_str!("../../../fixtures/keys/test-ed25519-a.pem");
+const TEST_KEY_B: &str = include_str!("../../../fixtures/keys/test-ed25519-b.pem");
+
+fn key(text: &str, name: &str) -> SigningKey {
+    SigningKey::from_pem(text, std::path::Path::new(name)).expect("the committed test keys parse")
+}
+
+async fn drain_can(c: &mut Ctx<'_>) -> Result<(), ScenarioError> {
+    let can = c.rig.can()?;
+    while let Ok(CanEvent::Frame(_)) = can.recv(Duration::from_millis(1)).await {}
+    Ok(())
+}
+
+/// The next boot announcement on CAN within 2 s.
+async fn announcement(c: &mut Ctx<'_>) -> Result<Announcement, ScenarioError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let can = c.rig.can()?;
+    while Instant::now() < deadline {
+        if let Ok(CanEvent::Frame(f)) = can.recv(Duration::from_millis(100)).await
+            && let Some(a) = Announcement::parse(&f)
+        {
+            return Ok(a);
+        }
+    }
+    Err(ScenarioError::Check("nothing announced itself on CAN within 2 s of the boot".into()))
+}
+
+fn slot_of(layout: &Layout, a: &Announcement) -> Option<SlotId> {
+    layout.slot_containing(a.vector_table + layout.header_size)
+}
+
+/// Expect the app `major` from `slot` to announce itself.
+async fn expect_app(c: &mut Ctx<'_>, layout: &Layout, major: u8, slot: SlotId) -> Result<(), ScenarioError> {
+    let a = announcement(c).await?;
+    let got = slot_of(layout, &a);
+    c.event(match (a.stage, got) {
+        (STAGE_APP, Some(s)) => format!("app v{} running from slot {s}", a.version),
+        (STAGE_RECOVERY, _) => "bootloader in recovery".into(),
+        (st, _) => format!("stage {st:#04x} at {:#010x}", a.vector_table),
+    });
+    check(a.stage == STAGE_APP && a.version == major && got == Some(slot), || {
+        format!(
+            "expected app v{major} from slot {slot}, got stage {:#04x} v{} at {:#010x}",
+            a.stage, a.version, a.vector_table
+        )
+    })
+}
+
+/// Read a slot's trailer words through the probe.
+async fn trailer(c: &mut Ctx<'_>, layout: &Layout, slot: SlotId) -> Result<String, ScenarioError> {
+    use boot_core::trailer::Flag;
+    let mut parts = Vec::new();
+    for (f, name) in [(Flag::Committed, "committed"), (Flag::Selected, "selected"), (Flag::Confirmed, "confirmed")] {
+        let at = layout.flash_base + f.offset(layout, slot);
+        let w = c.rig.probe()?.read_memory(at, 32).await;
+        parts.push(match w {
+            Ok(w) if w == f.pattern() => name.to_string(),
+            Ok(w) if w.iter().all(|b| *b == 0xFF) => format!("not {name}"),
+            Ok(_) => format!("{name}: garbage"),
+            Err(_) => format!("{name}: unreadable"),
+        });
+    }
+    let t = format!("slot {slot} trailer: {}", parts.join(", "));
+    c.event(t.clone());
+    Ok(t)
+}
+
+async fn flash_set(c: &mut Ctx<'_>, what: &str, segments: Vec<(u32, Vec<u8>)>) -> Result<(), ScenarioError> {
+    drain_can(c).await?;
+    let segs = segments.into_iter().map(|(address, data)| Segment { address, data }).collect();
+    let img = FirmwareImage::from_segments(what, segs).map_err(|e| ScenarioError::Check(e.to_string()))?;
+    c.rig.probe()?.flash(&img, &mut |_| {}).await?;
+    c.event(format!("probe flashed {what}; the probe's reset boots it"));
+    Ok(())
+}
+
+fn install(layout: &Layout, slot: SlotId, image: &[u8], confirmed: bool) -> Result<Vec<(u32, Vec<u8>)>, ScenarioError> {
+    boot_core::provision::segments(layout, slot, image, confirmed)
+        .map_err(|r| ScenarioError::Check(format!("provisioning slot {slot}: {r}")))
+}
+
+pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
+    let b = c.board();
+    let Some(layout) = bootloader::layout_for(&b) else {
+        return Ok(Outcome::Skip(format!("bootproof's bootloader is laid out for the STM32H723; {} differs", b.name)));
+    };
+    if !c.opts.twin {
+        return Ok(Outcome::Skip(
+            "needs bootproof's bootloader firmware on the board; until the firmware issue lands it runs only on the twin"
+                .into(),
+        ));
+    }
+    for cap in [Capability::Probe, Capability::Can, Capability::Nrst, Capability::Boot0] {
+        if !c.rig.has(cap) {
+            return Ok(Outcome::Skip(format!("needs the {cap}")));
+        }
+    }
+    if !c.opts.permissions.mass_erase() {
+        return Ok(Outcome::Skip("starts from an erased flash: pass --allow-mass-erase to run it on this rig".into()));
+    }
+    let ka = key(TEST_KEY_A, "fixtures/keys/test-ed25519-a.pem");
+    let kb = key(TEST_KEY_B, "fixtures/keys/test-ed25519-b.pem");
+    let app = |slot, major: u8, counter, confirms, k: &SigningKey| {
+        let spec = AppSpec { slot, version: ImageVersion::new(major, 0, 0, 0), security_counter: counter, confirms };
+        bootloader::signed_app(&b, &layout, spec, k)
+    };
+
+    // 1. The factory image set.
+    c.rig.reset_into_rom().await?;
+    c.rig.probe()?.erase_all(c.opts.permissions).await?;
+    c.event("mass erase through the probe");
+    c.boot0(Level::Low).await?;
+    let mut set = bootloader::bootloader_image(&b, &[ka.trusted()])
+        .segments
+        .into_iter()
+        .map(|s| (s.address, s.data))
+        .collect::<Vec<_>>();
+    set.extend(install(&layout, SlotId::A, &app(SlotId::A, 1, 1, true, &ka), true)?);
+    flash_set(c, "the bootloader (trusting test key A) and v1 in slot A, committed and confirmed", set).await?;
+    expect_app(c, &layout, 1, SlotId::A).await?;
+
+    // 2. A good update, as the updater leaves it: committed, not yet selected.
+    let v2 = app(SlotId::B, 2, 2, true, &ka);
+    flash_set(c, "v2 (security counter 2) in slot B, committed", install(&layout, SlotId::B, &v2, false)?).await?;
+    expect_app(c, &layout, 2, SlotId::B).await?;
+    bootproof_rig::time::sleep(Duration::from_millis(200)).await;
+    let t = trailer(c, &layout, SlotId::B).await?;
+    check(t.ends_with("committed, selected, confirmed"), || format!("v2 did not confirm itself: {t}"))?;
+    c.nrst().await?;
+    expect_app(c, &layout, 2, SlotId::B).await?;
+
+    // 3. A broken update: one trial, then back to v2.
+    let v3 = app(SlotId::A, 3, 2, false, &ka);
+    flash_set(c, "v3 (never confirms) in slot A, committed", install(&layout, SlotId::A, &v3, false)?).await?;
+    expect_app(c, &layout, 3, SlotId::A).await?;
+    c.nrst().await?;
+    expect_app(c, &layout, 2, SlotId::B).await?;
+    let t = trailer(c, &layout, SlotId::A).await?;
+    check(t.ends_with("committed, selected, not confirmed"), || format!("v3's failed trial is not recorded: {t}"))?;
+    c.nrst().await?;
+    expect_app(c, &layout, 2, SlotId::B).await?;
+
+    // 4. Bad images, each committed in slot A (as a probe or a bug could leave them).
+    let mut corrupted = app(SlotId::A, 4, 2, true, &ka);
+    corrupted[0x400 + 0x200] ^= 0x01;
+    let bad: [(&str, Vec<u8>); 3] = [
+        ("v4 with one payload bit flipped", corrupted),
+        ("v5 with security counter 1, below the stored 2", app(SlotId::A, 5, 1, true, &ka)),
+        ("v6 signed with test key B, which the bootloader does not trust", app(SlotId::A, 6, 2, true, &kb)),
+    ];
+    for (what, img) in bad {
+        flash_set(c, &format!("{what} in slot A, committed"), install(&layout, SlotId::A, &img, false)?).await?;
+        expect_app(c, &layout, 2, SlotId::B).await?;
+        let t = trailer(c, &layout, SlotId::A).await?;
+        check(t.contains("not selected"), || format!("a rejected image was selected: {t}"))?;
+    }
+    // A build linked for slot B placed in slot A: provisioning itself refuses it.
+    let wrong = app(SlotId::B, 7, 2, true, &ka);
+    let refused = install(&layout, SlotId::A, &wrong, false).is_err();
+    c.event(format!("installing a slot-B build in slot A: {}", if refused { "refused" } else { "ACCEPTED" }));
+    check(refused, || "a build linked for slot B was accepted for slot A".into())?;
+
+    // 5. Nothing valid: recovery.
+    drain_can(c).await?;
+    for slot in SlotId::ALL {
+        let r = layout.slot(slot);
+        c.rig.probe()?.erase_range(layout.flash_base + r.offset, layout.flash_base + r.end()).await?;
+    }
+    c.event("probe erased slots A and B");
+    c.nrst().await?;
+    let a = announcement(c).await?;
+    c.event(if a.stage == STAGE_RECOVERY {
+        "bootloader in recovery".to_string()
+    } else {
+        format!("stage {:#04x}", a.stage)
+    });
+    check(a.stage == STAGE_RECOVERY, || "with no valid image the bootloader did not stay in recovery".into())?;
+    Ok(Outcome::Pass)
+}
