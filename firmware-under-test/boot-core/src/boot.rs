@@ -22,7 +22,7 @@
 //! | set | set | indeterminate | confirm torn | skip (revert) |
 
 use embedded_storage::nor_flash::NorFlash;
-use fut_image::{Expect, ImageVersion, Reject, SignatureCheck, TrustedKey, Verified};
+use fut_image::{Expect, Header, ImageVersion, Reject, SignatureCheck, TrustedKey, Verified};
 
 use crate::flash::{SlotSource, check_geometry, program};
 use crate::journal::Journal;
@@ -91,6 +91,13 @@ pub fn expect(layout: &Layout, slot: SlotId, min_security_counter: u32) -> Expec
     }
 }
 
+/// Read and check the header of the image in `slot` (load address, sizes, alignment): cheap,
+/// no hash. The trailer is not considered.
+pub fn slot_header<F: NorFlash>(flash: &mut F, layout: &Layout, slot: SlotId) -> Result<Header, Reject> {
+    let e = expect(layout, slot, 0);
+    fut_image::check_header(&mut SlotSource::new(flash, layout.slot(slot).offset, e.capacity), &e)
+}
+
 /// Verify the image in `slot` (trailer not considered).
 pub fn verify_slot<F: NorFlash, C: SignatureCheck>(
     flash: &mut F,
@@ -134,9 +141,7 @@ pub fn decide<F: NorFlash, C: SignatureCheck>(
             d.slots[slot.index()] = SlotVerdict::TrialFailed;
             continue;
         }
-        let e = expect(layout, slot, d.min_security_counter);
-        let r = layout.slot(slot);
-        match fut_image::check_header(&mut SlotSource::new(flash, r.offset, e.capacity), &e) {
+        match slot_header(flash, layout, slot) {
             Ok(h) => cands[slot.index()] = Some((slot, h.version, t)),
             Err(rej) => d.slots[slot.index()] = SlotVerdict::Invalid(rej),
         }

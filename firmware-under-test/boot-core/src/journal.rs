@@ -16,7 +16,8 @@ use crate::layout::Layout;
 pub const MAGIC: u32 = 0x4353_5042;
 const WORD: u32 = 32;
 
-fn record(counter: u32) -> [u8; 32] {
+/// The 32-byte record that stores `counter` (for provisioning and tests).
+pub fn record(counter: u32) -> [u8; 32] {
     let mut w = [0xA5u8; 32];
     w[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     w[4..8].copy_from_slice(&counter.to_le_bytes());

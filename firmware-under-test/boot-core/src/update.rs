@@ -17,10 +17,10 @@
 //! boot after the self-test.
 
 use embedded_storage::nor_flash::NorFlash;
-use fut_image::{Header, ImageVersion, Reject, SignatureCheck, TrustedKey, Verified};
+use fut_image::{ImageVersion, Reject, SignatureCheck, TrustedKey, Verified};
 
-use crate::boot::{expect, verify_slot};
-use crate::flash::{FlashError, SlotSource, check_geometry, erase_region, program};
+use crate::boot::{expect, slot_header, verify_slot};
+use crate::flash::{FlashError, check_geometry, erase_region, program};
 use crate::journal::{Journal, JournalError};
 use crate::layout::{Layout, SlotId};
 use crate::trailer::{Flag, Trailer, WORD, WordState};
@@ -169,14 +169,12 @@ impl Download {
         // The other slot: a valid, committed, untried-or-confirmed image of a higher or equal
         // version would win every boot.
         let other = self.slot.other();
-        if Trailer::read(flash, &l, other).is_candidate() {
-            let e = expect(&l, other, min);
-            if let Ok(h) = fut_image::check_header(&mut SlotSource::new(flash, l.slot(other).offset, e.capacity), &e)
-                && h.version.boot_cmp(&image.version).is_ge()
-                && verify_slot(flash, &l, other, keys, sig, min).is_ok()
-            {
-                return Err(UpdateError::NotNewer { other: h.version, image: image.version });
-            }
+        if Trailer::read(flash, &l, other).is_candidate()
+            && let Ok(h) = slot_header(flash, &l, other)
+            && h.version.boot_cmp(&image.version()).is_ge()
+            && verify_slot(flash, &l, other, keys, sig, min).is_ok()
+        {
+            return Err(UpdateError::NotNewer { other: h.version, image: image.version() });
         }
         program(flash, &l, Flag::Committed.offset(&l, self.slot), &Flag::Committed.pattern())
             .map_err(UpdateError::Flash)?;
@@ -254,10 +252,4 @@ pub fn confirm<F: NorFlash, C: SignatureCheck>(
     };
     let j = Journal::raise(flash, layout, image.security_counter).map_err(ConfirmError::Journal)?;
     Ok(Confirmed { newly, min_security_counter: j.minimum })
-}
-
-/// Read the header of the image in `slot`, if any (for status reports).
-pub fn slot_header<F: NorFlash>(flash: &mut F, layout: &Layout, slot: SlotId) -> Option<Header> {
-    let e = expect(layout, slot, 0);
-    fut_image::check_header(&mut SlotSource::new(flash, layout.slot(slot).offset, e.capacity), &e).ok()
 }

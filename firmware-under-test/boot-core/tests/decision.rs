@@ -50,7 +50,7 @@ fn board() -> StrictFlash {
 fn boots(f: &mut StrictFlash) -> (SlotId, u8) {
     let d = decide(f, &H723, &trusted(), &mut MemoCheck::default());
     let c = d.chosen.unwrap_or_else(|| panic!("recovery: {d:?}"));
-    (c.slot, c.image.version.major)
+    (c.slot, c.image.version().major)
 }
 
 fn download(f: &mut StrictFlash, img: &[u8], target: SlotId) -> Result<(), UpdateError<SimError>> {
@@ -177,7 +177,7 @@ fn bad_committed_images_are_rejected_at_boot() {
     for (img, reason) in cases {
         let mut f = board();
         // The stored minimum is 1.
-        f.provision(H723.journal.offset, &journal_record(1));
+        f.provision(H723.journal.offset, &journal::record(1));
         f.provision(H723.slot(SlotId::B).offset, &img);
         f.provision(Flag::Committed.offset(&H723, SlotId::B), &Flag::Committed.pattern());
         let d = decide(&mut f, &H723, &trusted(), &mut MemoCheck::default());
@@ -189,14 +189,6 @@ fn bad_committed_images_are_rejected_at_boot() {
             "a rejected image is not selected"
         );
     }
-}
-
-fn journal_record(c: u32) -> [u8; 32] {
-    let mut w = [0xA5u8; 32];
-    w[0..4].copy_from_slice(&journal::MAGIC.to_le_bytes());
-    w[4..8].copy_from_slice(&c.to_le_bytes());
-    w[8..12].copy_from_slice(&(!c).to_le_bytes());
-    w
 }
 
 #[test]
@@ -292,7 +284,7 @@ fn a_torn_confirmation_cannot_be_rewritten_and_reverts() {
 #[test]
 fn the_journal_skips_torn_records_and_reports_full() {
     let mut f = StrictFlash::new();
-    f.provision(H723.journal.offset, &journal_record(3));
+    f.provision(H723.journal.offset, &journal::record(3));
     // A torn append.
     f.set_cut(Some(Cut { at: 0, mode: CutMode::Torn }));
     assert!(Journal::raise(&mut f, &H723, 4).is_err());
@@ -306,7 +298,7 @@ fn the_journal_skips_torn_records_and_reports_full() {
     // Full: every record used.
     let mut full = StrictFlash::new();
     for i in 0..H723.journal.size / 32 {
-        full.provision(H723.journal.offset + i * 32, &journal_record(i));
+        full.provision(H723.journal.offset + i * 32, &journal::record(i));
     }
     assert_eq!(Journal::raise(&mut full, &H723, 1_000_000), Err(JournalError::Full));
 }

@@ -303,8 +303,6 @@ pub struct Expect {
 pub struct Verified {
     /// The header.
     pub header: Header,
-    /// Its version.
-    pub version: ImageVersion,
     /// Its security counter.
     pub security_counter: u32,
     /// SHA-256 of header + payload + protected TLVs.
@@ -316,6 +314,11 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Its version (from the header).
+    pub fn version(&self) -> ImageVersion {
+        self.header.version
+    }
+
     /// Where the vector table is: load address + header size.
     pub fn vector_table(&self) -> u32 {
         self.header.load_addr.wrapping_add(self.header.hdr_size as u32)
@@ -730,7 +733,7 @@ pub fn verify<S: Source, C: SignatureCheck>(
     if security_counter < expect.min_security_counter {
         return Err(Reject::Rollback { image: security_counter, minimum: expect.min_security_counter });
     }
-    Ok(Verified { header: h, version: h.version, security_counter, digest, key_index, total_len })
+    Ok(Verified { header: h, security_counter, digest, key_index, total_len })
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ mod tests {
         let k = key("test-ed25519-a.pem");
         let img = sign(&[0x5A; 1000], &k, &opts()).unwrap();
         let v = verify(&mut &img[..], &EXPECT, &[k.trusted()], &mut Ed25519Verify).unwrap();
-        assert_eq!(v.version, ImageVersion::new(1, 2, 3, 0));
+        assert_eq!(v.version(), ImageVersion::new(1, 2, 3, 0));
         assert_eq!(v.security_counter, 5);
         assert_eq!(v.total_len as usize, img.len());
         assert_eq!(v.vector_table(), 0x0802_0400);

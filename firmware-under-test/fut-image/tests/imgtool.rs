@@ -35,7 +35,7 @@ const B: u32 = 0x0808_0000;
 fn committed_imgtool_images_verify() {
     let k = [key().trusted()];
     let v = verify(&mut &fixture("slot-a-1.2.3-s5.bin")[..], &expect(A), &k, &mut Ed25519Verify).unwrap();
-    assert_eq!(v.version, ImageVersion::new(1, 2, 3, 0));
+    assert_eq!(v.version(), ImageVersion::new(1, 2, 3, 0));
     assert_eq!(v.security_counter, 5);
     assert_eq!(v.header.img_size, 1000);
     let v = verify(&mut &fixture("slot-b-1.2.3-s5-pubkey.bin")[..], &expect(B), &k, &mut Ed25519Verify).unwrap();
@@ -100,7 +100,7 @@ fn live_imgtool_round_trip_both_ways() {
         assert!(st.success());
         let theirs = std::fs::read(&out).unwrap();
         let v = verify(&mut &theirs[..], &expect(base), &[key().trusted()], &mut Ed25519Verify).unwrap();
-        assert_eq!(v.version, ImageVersion::parse(version).unwrap());
+        assert_eq!(v.version(), ImageVersion::parse(version).unwrap());
         assert_eq!(v.security_counter, counter);
         let opts = SignOptions {
             load_addr: base,

@@ -253,7 +253,7 @@ pub fn run(c: &ImageCommand) -> Result<ExitCode> {
             println!(
                 "{}: v{} for slot {slot} ({:#010x}), security counter {}, {} bytes, key hash {}",
                 a.out.display(),
-                v.version,
+                v.version(),
                 opts.load_addr,
                 v.security_counter,
                 signed.len(),
@@ -277,7 +277,10 @@ pub fn run(c: &ImageCommand) -> Result<ExitCode> {
             let slot = match a.slot {
                 Some(s) => SlotId::from(s),
                 None => {
-                    let load = fut_image::inspect::inspect(&img).map_err(anyhow::Error::msg)?.header.load_addr;
+                    let load = fut_image::inspect::inspect(&img)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?
+                        .header
+                        .load_addr;
                     layout.slot_at(load).with_context(|| {
                         format!(
                             "{} is linked for {load:#010x}, which is no slot's base; give --slot",
@@ -292,7 +295,7 @@ pub fn run(c: &ImageCommand) -> Result<ExitCode> {
                     println!(
                         "VALID  {}: v{} for slot {slot}, security counter {}, signed by key {} ({})",
                         a.image.display(),
-                        v.version,
+                        v.version(),
                         v.security_counter,
                         v.key_index,
                         a.key[v.key_index].display()

@@ -7,7 +7,8 @@
 //!    boots on trial, confirms itself, and keeps booting.
 //! 3. A broken update: v3 in slot A never confirms. It boots once; the next boot reverts to v2.
 //! 4. Bad images in slot A, each committed: a corrupted payload, a rollback below the stored
-//!    security counter, a foreign key, a build linked for slot B. v2 keeps booting.
+//!    security counter, a foreign key, a build linked for slot B (which the host's provisioning
+//!    refuses, so it is written by hand). v2 keeps booting and none is selected.
 //! 5. Both slots erased: the bootloader stays in recovery and says so on CAN.
 
 use std::time::Duration;
@@ -180,11 +181,23 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
         let t = trailer(c, &layout, SlotId::A).await?;
         check(t.contains("not selected"), || format!("a rejected image was selected: {t}"))?;
     }
-    // A build linked for slot B placed in slot A: provisioning itself refuses it.
+    // A build linked for slot B placed in slot A. The host's provisioning refuses it, so
+    // write it as a probe or a bug could: its bytes at slot A's base plus a committed word.
     let wrong = app(SlotId::B, 7, 2, true, &ka);
     let refused = install(&layout, SlotId::A, &wrong, false).is_err();
-    c.event(format!("installing a slot-B build in slot A: {}", if refused { "refused" } else { "ACCEPTED" }));
+    c.event(format!("provisioning a slot-B build for slot A: {}", if refused { "refused" } else { "ACCEPTED" }));
     check(refused, || "a build linked for slot B was accepted for slot A".into())?;
+    let mut body = wrong;
+    body.resize(body.len().next_multiple_of(layout.word as usize), 0xFF);
+    let committed = boot_core::trailer::Flag::Committed;
+    let forced = vec![
+        (layout.slot_address(SlotId::A), body),
+        (layout.flash_base + committed.offset(&layout, SlotId::A), committed.pattern().to_vec()),
+    ];
+    flash_set(c, "v7 linked for slot B written into slot A by hand, committed", forced).await?;
+    expect_app(c, &layout, 2, SlotId::B).await?;
+    let t = trailer(c, &layout, SlotId::A).await?;
+    check(t.contains("not selected"), || format!("an image linked for another slot was selected: {t}"))?;
 
     // 5. Nothing valid: recovery.
     drain_can(c).await?;

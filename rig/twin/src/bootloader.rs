@@ -26,19 +26,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use boot_core::layout::{H723, Layout, SlotId};
-use boot_core::{Decision, SlotVerdict};
+use boot_core::{Decision, RecoveryReason, SlotVerdict};
 use bootproof_fixtures::BoardProfile;
 use bootproof_rig::CanBus;
-use bootproof_rig::can::CanFrame;
-use bootproof_rig::image::{FirmwareImage, Segment};
+use bootproof_rig::image::FirmwareImage;
 use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
 use fut_image::keys::SigningKey;
 use fut_image::sign::{SignOptions, sign};
 use fut_image::{Ed25519Verify, ImageVersion, TrustedKey};
 
 use crate::board::{Mcu, McuError};
-use crate::firmware::{Boot, DESCRIPTOR_LEN, DESCRIPTOR_OFFSET, Descriptor, Firmware, kind, seal};
-use crate::standin::{ANNOUNCE_ID, CONSOLE, app_can_rates};
+use crate::firmware::{Boot, DESCRIPTOR_LEN, DESCRIPTOR_OFFSET, Descriptor, Firmware, kind};
+use crate::standin::{ANNOUNCE_ID, Announcement, CONSOLE, app_can_rates, firmware_image, frame, say};
 use crate::uart::BoardRx;
 
 /// Offset of the trusted-key table from the vector table (right after the descriptor).
@@ -169,28 +168,9 @@ impl NorFlash for TwinFlash<'_> {
 
 /// The bootloader stand-in image (vector table at the start of flash) trusting `keys`.
 pub fn bootloader_image(p: &BoardProfile, keys: &[TrustedKey]) -> FirmwareImage {
-    let vt = p.flash.base;
-    let mut img = vec![0u8; 0x800];
-    let sp = p.ram.iter().find(|r| r.base >= 0x2000_0000).map(|r| r.base + r.size).unwrap_or(0x2000_8000);
-    img[0..4].copy_from_slice(&sp.to_le_bytes());
-    for i in 1..16u32 {
-        let handler = vt + 0x400 + i * 0x10 + 1;
-        img[(i * 4) as usize..(i * 4 + 4) as usize].copy_from_slice(&handler.to_le_bytes());
-    }
-    let desc = Descriptor {
-        kind: kind::BOOTLOADER,
-        flags: 0,
-        version: 1,
-        image_len: img.len() as u32,
-        name: "bootproof bootloader".into(),
-    };
-    let at = DESCRIPTOR_OFFSET as usize;
-    img[at..at + DESCRIPTOR_LEN].copy_from_slice(&desc.encode());
-    let t = key_table(keys);
-    img[KEYS_OFFSET as usize..KEYS_OFFSET as usize + t.len()].copy_from_slice(&t);
-    seal(&mut img);
-    FirmwareImage::from_segments("bootproof-bootloader.bin", vec![Segment { address: vt, data: img }])
-        .expect("one segment")
+    let desc =
+        Descriptor { kind: kind::BOOTLOADER, flags: 0, version: 1, image_len: 0, name: "bootproof bootloader".into() };
+    firmware_image(p, p.flash.base, desc, 0x800, &key_table(keys), "bootproof-bootloader.bin".into())
 }
 
 /// How to build a signed stand-in app.
@@ -227,7 +207,7 @@ pub fn verdict(v: &SlotVerdict) -> String {
         SlotVerdict::NotCommitted => "not committed".into(),
         SlotVerdict::TrialFailed => "trial failed (never confirmed)".into(),
         SlotVerdict::Invalid(r) => format!("rejected: {}", r.name()),
-        SlotVerdict::NotChosen(v) => format!("valid v{v}, lower"),
+        SlotVerdict::NotChosen(v) => format!("v{v}, lower (not verified)"),
         SlotVerdict::SelectFailed => "select write failed".into(),
         SlotVerdict::Booted => "booted".into(),
     }
@@ -240,11 +220,17 @@ pub fn describe(d: &Decision) -> String {
         Some(c) => format!(
             "bootproof bootloader: {slots} -> slot {} v{}{} (vt {:#010x})",
             c.slot,
-            c.image.version,
+            c.image.version(),
             if c.trial { " on trial" } else { "" },
             c.vector_table
         ),
-        None => format!("bootproof bootloader: {slots} -> recovery ({:?})", d.recovery),
+        None => {
+            let why = match d.recovery {
+                Some(RecoveryReason::Geometry) => "the flash driver does not match the layout",
+                _ => "no valid image",
+            };
+            format!("bootproof bootloader: {slots} -> recovery ({why})")
+        }
     }
 }
 
@@ -263,10 +249,8 @@ impl Firmware for BootloaderFirmware {
         if mcu.uart_setup(BoardRx::Fixed(CONSOLE)).is_err() {
             return;
         }
-        let line = match layout_for(&p) {
-            None => {
-                format!("bootproof bootloader: {} does not have the H723 flash layout: recovery", p.name)
-            }
+        let (line, jump) = match layout_for(&p) {
+            None => (format!("bootproof bootloader: {} does not have the H723 flash layout: recovery", p.name), None),
             Some(layout) => {
                 let keys = read_keys(&mcu, boot.vector_table);
                 let mut flash = TwinFlash::new(&mcu, layout);
@@ -275,34 +259,24 @@ impl Firmware for BootloaderFirmware {
                 if mcu.sleep(owed).await.is_err() {
                     return;
                 }
-                let line = describe(&d);
-                mcu.log(line.clone());
-                if let Some(c) = d.chosen {
-                    mcu.rtt_write(format!("{line}\n").as_bytes());
-                    if mcu.uart_write(format!("{line}\r\n").as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let _ = mcu.jump(c.vector_table);
-                    return;
-                }
-                line
+                (describe(&d), d.chosen.map(|c| c.vector_table))
             }
         };
-        // Recovery: say so, then wait for an update (the CAN update server is a later issue).
-        mcu.rtt_write(format!("{line}\n").as_bytes());
-        if mcu.uart_write(format!("{line}\r\n").as_bytes()).await.is_err() {
+        mcu.log(line.clone());
+        if !say(&mcu, &line).await {
             return;
         }
-        let rates = app_can_rates(&p);
-        if let Some(r) = rates
+        if let Some(vt) = jump {
+            let _ = mcu.jump(vt);
+            return;
+        }
+        // Recovery: announce it, then wait for an update (the CAN update server is a later issue).
+        if let Some(r) = app_can_rates(&p)
             && let Ok(mut port) = mcu.can(r)
         {
-            let r4 = mcu.reset_flags().to_le_bytes();
-            let vt = ((p.flash.base >> 16) as u16).to_le_bytes();
-            let data = [STAGE_RECOVERY, 0, r4[0], r4[1], r4[2], r4[3], vt[0], vt[1]];
-            let id = bootproof_rig::can::CanId::Standard(ANNOUNCE_ID);
-            let f = if r.data.is_some() { CanFrame::fd(id, &data, true) } else { CanFrame::classic(id, &data) };
-            if let Ok(f) = f {
+            let a =
+                Announcement { stage: STAGE_RECOVERY, version: 0, rsr: mcu.reset_flags(), vector_table: p.flash.base };
+            if let Some(f) = frame(r, ANNOUNCE_ID, &a.encode()) {
                 let _ = port.send(&f).await;
             }
             loop {

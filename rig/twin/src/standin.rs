@@ -49,9 +49,16 @@ pub fn app_can_rates(profile: &BoardProfile) -> Option<Bitrates> {
 /// The stand-in app's logic.
 pub struct StandInApp;
 
-fn frame(rates: Bitrates, id: u16, data: &[u8]) -> Option<CanFrame> {
+/// A frame as the board's firmware sends it: FD with BRS when the bus has a data phase.
+pub(crate) fn frame(rates: Bitrates, id: u16, data: &[u8]) -> Option<CanFrame> {
     let id = CanId::Standard(id);
     if rates.data.is_some() { CanFrame::fd(id, data, true).ok() } else { CanFrame::classic(id, data).ok() }
+}
+
+/// Print `line` on RTT and the console (CR LF); `false` if the board was reset meanwhile.
+pub(crate) async fn say(mcu: &Mcu, line: &str) -> bool {
+    mcu.rtt_write(format!("{line}\n").as_bytes());
+    mcu.uart_write(format!("{line}\r\n").as_bytes()).await.is_ok()
 }
 
 #[async_trait]
@@ -70,28 +77,21 @@ impl Firmware for StandInApp {
             p.reset.decode(rsr).join("|")
         );
         let _ = mcu.rtt_enable();
-        mcu.rtt_write(format!("{line}\n").as_bytes());
         let rates = app_can_rates(&p);
         let mut can = rates.and_then(|r| mcu.can(r).ok());
-        if mcu.uart_setup(BoardRx::Fixed(CONSOLE)).is_err()
-            || mcu.uart_write(format!("{line}\r\n").as_bytes()).await.is_err()
-        {
+        if mcu.uart_setup(BoardRx::Fixed(CONSOLE)).is_err() || !say(&mcu, &line).await {
             return;
         }
         if let (Some(port), Some(r)) = (can.as_mut(), rates) {
-            let vt = (boot.vector_table >> 16) as u16;
-            let r4 = rsr.to_le_bytes();
-            let vtb = vt.to_le_bytes();
-            let data = [STAGE_APP, version as u8, r4[0], r4[1], r4[2], r4[3], vtb[0], vtb[1]];
-            if let Some(f) = frame(r, ANNOUNCE_ID, &data) {
+            let a = Announcement { stage: STAGE_APP, version: version as u8, rsr, vector_table: boot.vector_table };
+            if let Some(f) = frame(r, ANNOUNCE_ID, &a.encode()) {
                 let _ = port.send(&f).await;
             }
         }
         if boot.descriptor.flags & crate::bootloader::APP_CONFIRMS != 0 {
             let Some(line) = crate::bootloader::app_confirm(&mcu, boot.vector_table).await else { return };
             mcu.log(line.clone());
-            mcu.rtt_write(format!("{line}\n").as_bytes());
-            if mcu.uart_write(format!("{line}\r\n").as_bytes()).await.is_err() {
+            if !say(&mcu, &line).await {
                 return;
             }
         }
@@ -124,6 +124,13 @@ pub struct Announcement {
 }
 
 impl Announcement {
+    /// The frame's 8 data bytes (the vector table keeps its upper 16 bits).
+    pub fn encode(&self) -> [u8; 8] {
+        let r = self.rsr.to_le_bytes();
+        let v = ((self.vector_table >> 16) as u16).to_le_bytes();
+        [self.stage, self.version, r[0], r[1], r[2], r[3], v[0], v[1]]
+    }
+
     /// Parse an [`ANNOUNCE_ID`] frame.
     pub fn parse(frame: &CanFrame) -> Option<Announcement> {
         let d = frame.data();
@@ -154,10 +161,25 @@ pub fn build(
     flags: u16,
     extra: &[u8],
 ) -> FirmwareImage {
+    let desc =
+        Descriptor { kind: kind::STAND_IN_APP, flags, version, image_len: 0, name: "bootproof stand-in app".into() };
+    firmware_image(profile, vector_table, desc, size, extra, format!("stand-in-app-v{version}.bin"))
+}
+
+/// A stand-in firmware image the twin recognises by `desc`: a plausible vector table, code-like
+/// filler, the descriptor (its `image_len` set here) followed by `extra`, sealed by a CRC.
+pub(crate) fn firmware_image(
+    profile: &BoardProfile,
+    vector_table: u32,
+    mut desc: Descriptor,
+    size: usize,
+    extra: &[u8],
+    file_name: String,
+) -> FirmwareImage {
     let size = size.max(0x400).next_multiple_of(profile.flash.word as usize);
     let mut img = vec![0u8; size];
     // Filler that looks like code: deterministic, never a blank word.
-    let mut x: u32 = 0x1234_5678 ^ version;
+    let mut x: u32 = 0x1234_5678 ^ desc.version;
     for b in img.iter_mut() {
         x ^= x << 13;
         x ^= x >> 17;
@@ -172,21 +194,12 @@ pub fn build(
         let handler = vector_table + 0x400 + i * 0x10 + 1;
         img[(i * 4) as usize..(i * 4 + 4) as usize].copy_from_slice(&handler.to_le_bytes());
     }
-    let desc = Descriptor {
-        kind: kind::STAND_IN_APP,
-        flags,
-        version,
-        image_len: size as u32,
-        name: "bootproof stand-in app".into(),
-    };
+    desc.image_len = size as u32;
     let at = DESCRIPTOR_OFFSET as usize;
     img[at..at + DESCRIPTOR_LEN].copy_from_slice(&desc.encode());
     let x = at + DESCRIPTOR_LEN;
     img[x..x + extra.len()].copy_from_slice(extra);
     seal(&mut img);
-    FirmwareImage::from_segments(
-        format!("stand-in-app-v{version}.bin"),
-        vec![Segment { address: vector_table, data: img }],
-    )
-    .expect("one non-empty segment")
+    FirmwareImage::from_segments(file_name, vec![Segment { address: vector_table, data: img }])
+        .expect("one non-empty segment")
 }

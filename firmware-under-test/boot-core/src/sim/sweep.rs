@@ -151,11 +151,7 @@ impl Fixture {
         for f in [Flag::Committed, Flag::Selected, Flag::Confirmed] {
             base.provision(f.offset(&layout, SlotId::A), &f.pattern());
         }
-        let mut j = [0xA5u8; 32];
-        j[0..4].copy_from_slice(&crate::journal::MAGIC.to_le_bytes());
-        j[4..8].copy_from_slice(&1u32.to_le_bytes());
-        j[8..12].copy_from_slice(&(!1u32).to_le_bytes());
-        base.provision(layout.journal.offset, &j);
+        base.provision(layout.journal.offset, &crate::journal::record(1));
         Fixture { layout, keys: vec![key.trusted()], old, new, fresh, base }
     }
 
@@ -205,7 +201,7 @@ impl Failure {
 
 impl core::fmt::Display for Failure {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} with cuts [{}]", self.scenario.name(), self.replay())?;
+        write!(f, "{}", self.replay())?;
         if let Some(s) = self.seed {
             write!(f, " (seed {s:#x})")?;
         }
