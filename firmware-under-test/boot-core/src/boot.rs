@@ -1,30 +1,32 @@
 //! The boot decision (direct-XIP A/B with trial boot and automatic revert).
 //!
-//! 1. Read the stored minimum security counter from the journal.
-//! 2. A slot is a *candidate* when its trailer says committed and it is not a failed trial
-//!    (selected but not confirmed), and its header names this slot as its load address.
-//! 3. Candidates are tried highest version first (ties: slot A): the full check is header,
+//! 1. Read both trailers once ([`Trailer`]) and the journal ([`Journal`]).
+//! 2. The stored minimum security counter is the journal's minimum, raised to the counter of
+//!    every image whose confirmation is proven and which verifies: such an image is where its
+//!    counter lives while the journal is being compacted ([`stored_minimum`]). An image whose
+//!    claimed counter is not above the journal's is not verified for this (it cannot change
+//!    the minimum).
+//! 3. A slot is a *candidate* when its commit is proven and it is not a failed trial (selected
+//!    but not confirmed), and its header names this slot as its load address.
+//! 4. Candidates are tried highest version first (ties: slot A): the full check is header,
 //!    sizes, SHA-256, key hash, Ed25519 signature and security counter ≥ the stored minimum.
-//! 4. The first that verifies boots. If it was not yet selected, the selected word is written
+//! 5. The first that verifies boots. If it was not yet selected, the selected word is written
 //!    first (its trial boot); if that write fails, the slot is skipped.
-//! 5. If none verifies: recovery mode. The bootloader never jumps to an image it did not verify.
+//! 6. If none verifies: recovery mode. The bootloader never jumps to an image it did not verify.
 //!
 //! The only flash write on this path is one 32-byte word (selected). There is no erase.
 //!
-//! | committed | selected | confirmed | state | boot decision |
+//! | committed (proven) | selected | confirmed | state | boot decision |
 //! |---|---|---|---|---|
-//! | unset | – | – | empty or downloading | skip |
-//! | set | unset | unset | new image | verify; write selected; boot (trial) |
-//! | set | set | unset | failed trial | skip (revert) |
-//! | set | set | set | confirmed | verify; boot |
-//! | indeterminate | – | – | commit torn | skip |
-//! | set | indeterminate | unset | select torn | skip (counts as a failed trial) |
-//! | set | set | indeterminate | confirm torn | skip (revert) |
+//! | no, or not proven | – | – | empty, downloading, commit cut | skip |
+//! | yes | unset | unset | new image | verify; write selected; boot (trial) |
+//! | yes | set or indeterminate | unset or indeterminate | failed trial (or select cut) | skip (revert) |
+//! | yes | any | set | confirmed | verify; boot |
 
 use embedded_storage::nor_flash::NorFlash;
 use fut_image::{Expect, Header, ImageVersion, Reject, SignatureCheck, TrustedKey, Verified};
 
-use crate::flash::{SlotSource, check_geometry, program};
+use crate::flash::{EccRead, SlotSource, check_geometry, program};
 use crate::journal::Journal;
 use crate::layout::{Layout, SlotId};
 use crate::trailer::{Flag, Trailer};
@@ -32,7 +34,7 @@ use crate::trailer::{Flag, Trailer};
 /// What became of one slot during the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotVerdict {
-    /// No commit mark: empty, being downloaded, or the commit was torn.
+    /// No proven commit: empty, being downloaded, or the commit was cut.
     NotCommitted,
     /// Selected but never confirmed: its trial failed.
     TrialFailed,
@@ -77,8 +79,12 @@ pub struct Decision {
     pub recovery: Option<RecoveryReason>,
     /// Per slot (A, B).
     pub slots: [SlotVerdict; 2],
-    /// The stored minimum security counter.
+    /// The stored minimum security counter this decision enforced.
     pub min_security_counter: u32,
+    /// Of which: the journal's.
+    pub journal_minimum: u32,
+    /// The trailers as read.
+    pub trailers: [Trailer; 2],
 }
 
 /// What a slot must satisfy.
@@ -112,28 +118,91 @@ pub fn verify_slot<F: NorFlash, C: SignatureCheck>(
     fut_image::verify(&mut SlotSource::new(flash, r.offset, e.capacity), &e, keys, sig)
 }
 
+/// The stored minimum security counter and what it rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredMinimum {
+    /// The enforced minimum: the journal's, raised to every floor.
+    pub minimum: u32,
+    /// The journal as read.
+    pub journal: Journal,
+    /// Per slot: the image's verification (any counter), for settled slots whose claimed
+    /// counter is above the journal's (the others cannot raise the minimum and are not
+    /// verified here).
+    pub settled: [Option<Result<Verified, Reject>>; 2],
+}
+
+/// The stored minimum given trailers already read: the journal's minimum, raised to the counter
+/// of every settled slot (commit and confirmation proven) whose image verifies.
+pub fn stored_minimum_with<F: NorFlash + EccRead, C: SignatureCheck>(
+    flash: &mut F,
+    layout: &Layout,
+    keys: &[TrustedKey],
+    sig: &mut C,
+    trailers: &[Trailer; 2],
+) -> StoredMinimum {
+    let journal = Journal::read(flash, layout);
+    let mut m = StoredMinimum { minimum: journal.minimum, journal, settled: [None, None] };
+    for slot in SlotId::ALL {
+        if !trailers[slot.index()].is_settled() {
+            continue;
+        }
+        // A counter the image does not even claim above what is stored cannot raise the
+        // minimum: skip the hash and signature (the usual case: the journal is up to date).
+        let e = expect(layout, slot, 0);
+        let claimed =
+            fut_image::claimed_security_counter(&mut SlotSource::new(flash, layout.slot(slot).offset, e.capacity), &e);
+        if claimed.is_ok_and(|c| c <= m.minimum) || claimed.is_err() {
+            continue;
+        }
+        let v = verify_slot(flash, layout, slot, keys, sig, 0);
+        if let Ok(v) = v
+            && !mutant!(NoCounterFloor)
+        {
+            m.minimum = m.minimum.max(v.security_counter);
+        }
+        m.settled[slot.index()] = Some(v);
+    }
+    m
+}
+
+/// The stored minimum security counter (reads both trailers).
+pub fn stored_minimum<F: NorFlash + EccRead, C: SignatureCheck>(
+    flash: &mut F,
+    layout: &Layout,
+    keys: &[TrustedKey],
+    sig: &mut C,
+) -> StoredMinimum {
+    let t = [Trailer::read(flash, layout, SlotId::A), Trailer::read(flash, layout, SlotId::B)];
+    stored_minimum_with(flash, layout, keys, sig, &t)
+}
+
 /// Decide what to boot, writing the selected word of a first boot.
-pub fn decide<F: NorFlash, C: SignatureCheck>(
+pub fn decide<F: NorFlash + EccRead, C: SignatureCheck>(
     flash: &mut F,
     layout: &Layout,
     keys: &[TrustedKey],
     sig: &mut C,
 ) -> Decision {
+    let trailers = [Trailer::read(flash, layout, SlotId::A), Trailer::read(flash, layout, SlotId::B)];
     let mut d = Decision {
         chosen: None,
         recovery: Some(RecoveryReason::NoValidImage),
         slots: [SlotVerdict::NotCommitted; 2],
         min_security_counter: 0,
+        journal_minimum: 0,
+        trailers,
     };
     if !check_geometry(flash, layout) {
         d.recovery = Some(RecoveryReason::Geometry);
         return d;
     }
-    d.min_security_counter = Journal::read(flash, layout).minimum;
+    let stored = stored_minimum_with(flash, layout, keys, sig, &trailers);
+    d.journal_minimum = stored.journal.minimum;
+    d.min_security_counter = if mutant!(NoAntiRollbackAtBoot) { 0 } else { stored.minimum };
     // Candidates with their header versions.
-    let mut cands: [Option<(SlotId, ImageVersion, Trailer)>; 2] = [None, None];
+    let mut cands: [Option<(SlotId, ImageVersion)>; 2] = [None, None];
     for slot in SlotId::ALL {
-        let t = Trailer::read(flash, layout, slot);
+        let t = &trailers[slot.index()];
         if !t.is_committed() {
             continue;
         }
@@ -142,7 +211,7 @@ pub fn decide<F: NorFlash, C: SignatureCheck>(
             continue;
         }
         match slot_header(flash, layout, slot) {
-            Ok(h) => cands[slot.index()] = Some((slot, h.version, t)),
+            Ok(h) => cands[slot.index()] = Some((slot, h.version)),
             Err(rej) => d.slots[slot.index()] = SlotVerdict::Invalid(rej),
         }
     }
@@ -152,21 +221,26 @@ pub fn decide<F: NorFlash, C: SignatureCheck>(
     {
         cands = [Some(b), Some(a)];
     }
-    for (slot, version, t) in cands.into_iter().flatten() {
+    for (slot, version) in cands.into_iter().flatten() {
         if d.chosen.is_some() {
             d.slots[slot.index()] = SlotVerdict::NotChosen(version);
             continue;
         }
-        match verify_slot(flash, layout, slot, keys, sig, d.min_security_counter) {
+        // A settled slot was verified for the floor already: only its counter is left to check.
+        let v = match stored.settled[slot.index()] {
+            Some(Ok(v)) if v.security_counter < d.min_security_counter => {
+                Err(Reject::Rollback { image: v.security_counter, minimum: d.min_security_counter })
+            }
+            Some(r) => r,
+            None => verify_slot(flash, layout, slot, keys, sig, d.min_security_counter),
+        };
+        match v {
             Err(rej) => d.slots[slot.index()] = SlotVerdict::Invalid(rej),
             Ok(image) => {
+                let t = &trailers[slot.index()];
                 let trial = !t.is_selected();
-                #[cfg(feature = "sim")]
-                let skip_write = crate::sim::mutant::on(crate::sim::mutant::Mutant::NoSelectWrite);
-                #[cfg(not(feature = "sim"))]
-                let skip_write = false;
                 if trial
-                    && !skip_write
+                    && !mutant!(NoSelectWrite)
                     && program(flash, layout, Flag::Selected.offset(layout, slot), &Flag::Selected.pattern()).is_err()
                 {
                     d.slots[slot.index()] = SlotVerdict::SelectFailed;

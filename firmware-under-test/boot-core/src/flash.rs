@@ -10,14 +10,92 @@
 //! not a candidate, a torn trailer word has a defined meaning ([`crate::trailer`]), a torn
 //! journal record is skipped. Nothing in the boot path panics on a read error.
 //!
+//! # Single-error-corrected reads
+//! A word whose programming was interrupted can also read back as its intended value with
+//! `FLASH_SR.SNECCERR` set (ECC corrected one bit), and that can change from one read to the
+//! next. The core asks for that flag through [`EccRead::read_checked`]: a corrected read of
+//! metadata (a trailer word, a journal seal) counts as indeterminate, never as proof. Image
+//! bytes read with a corrected error are used as they are: the data is right, and the hash and
+//! signature decide.
+//!
 //! # Guarded writes
 //! Every program and erase goes through [`program`] and [`erase_region`], which refuse
 //! anything outside the slots and the journal: the update path cannot touch the bootloader.
+//! [`program`] reads every word first and refuses one that does not read erased: the core never
+//! programs a word that has read non-erased.
 
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 use fut_image::{ReadFault, Source};
 
 use crate::layout::{Layout, Region};
+
+/// What a read found besides the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadCheck {
+    /// No ECC event.
+    Clean,
+    /// ECC corrected a single-bit error in at least one word read (`SNECCERR` on the H7): the
+    /// data is the corrected value.
+    Corrected,
+}
+
+/// A flash that reports single-error corrections (`SNECCERR`). A double error (`DBECCERR`)
+/// is an `Err` from the read, as in [`ReadNorFlash::read`].
+pub trait EccRead: ReadNorFlash {
+    /// Read `bytes` at `offset` and report whether ECC corrected anything.
+    fn read_checked(&mut self, offset: u32, bytes: &mut [u8]) -> Result<ReadCheck, Self::Error>;
+
+    /// Whether `len` bytes at `offset` read as erased (all ones, no ECC event). The default
+    /// reads them; a driver with a faster way (a hardware blank check, a model that knows)
+    /// may override it, with the same answer.
+    fn is_blank(&mut self, offset: u32, len: u32) -> Result<bool, Self::Error> {
+        let mut buf = [0u8; 256];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(buf.len() as u32) as usize;
+            if self.read_checked(offset + at, &mut buf[..n])? != ReadCheck::Clean
+                || buf[..n].iter().fold(0xFF, |a, b| a & b) != 0xFF
+            {
+                return Ok(false);
+            }
+            at += n as u32;
+        }
+        Ok(true)
+    }
+}
+
+/// One 32-byte metadata word as the core interprets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WordRead {
+    /// All ones, no ECC event.
+    Erased,
+    /// These bytes, no ECC event.
+    Clean([u8; 32]),
+    /// A double error, or a corrected single error: not to be trusted either way.
+    Indeterminate,
+}
+
+impl WordRead {
+    /// Not all-ones-and-clean: the word has been programmed (or disturbed) since its erase.
+    pub fn is_erased(&self) -> bool {
+        matches!(self, WordRead::Erased)
+    }
+
+    /// Exactly `pattern`, read cleanly.
+    pub fn is(&self, pattern: &[u8; 32]) -> bool {
+        matches!(self, WordRead::Clean(w) if w == pattern)
+    }
+}
+
+/// Read the 32-byte word at `offset`.
+pub fn read_word<F: EccRead>(flash: &mut F, offset: u32) -> WordRead {
+    let mut w = [0u8; 32];
+    match flash.read_checked(offset, &mut w) {
+        Ok(ReadCheck::Clean) if w.iter().all(|b| *b == 0xFF) => WordRead::Erased,
+        Ok(ReadCheck::Clean) => WordRead::Clean(w),
+        Ok(ReadCheck::Corrected) | Err(_) => WordRead::Indeterminate,
+    }
+}
 
 /// A flash operation the core refused or the flash failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +111,12 @@ pub enum FlashError<E> {
     },
     /// The driver's geometry does not match the layout.
     Geometry,
+    /// A word to be programmed does not read erased (a torn earlier write, or a bug): it is
+    /// never programmed again until its sector is erased.
+    NotErased {
+        /// Offset of the word.
+        offset: u32,
+    },
 }
 
 impl<E: core::fmt::Debug> core::fmt::Display for FlashError<E> {
@@ -43,6 +127,11 @@ impl<E: core::fmt::Debug> core::fmt::Display for FlashError<E> {
                 f,
                 "refused to program or erase {len} bytes at offset {offset:#x}: outside the slots and the journal \
                  (the bootloader is never touched)"
+            ),
+            FlashError::NotErased { offset } => write!(
+                f,
+                "the flash word at offset {offset:#x} does not read erased, so it is not programmed again \
+                 (an earlier write was interrupted); its sector must be erased first"
             ),
             FlashError::Geometry => {
                 write!(
@@ -67,29 +156,46 @@ fn writable(layout: &Layout, offset: u32, len: u32) -> bool {
         && (ok(layout.slots[0]) || ok(layout.slots[1]) || ok(layout.journal))
 }
 
-/// Program whole words at `offset` (inside a slot or the journal only).
-pub fn program<F: NorFlash>(
+/// Program whole words at `offset` (inside a slot or the journal only). Each word is read
+/// first and must read erased ([`FlashError::NotErased`] otherwise, with nothing written from
+/// that word on).
+pub fn program<F: NorFlash + EccRead>(
     flash: &mut F,
     layout: &Layout,
     offset: u32,
     data: &[u8],
 ) -> Result<(), FlashError<F::Error>> {
     let len = data.len() as u32;
-    if !writable(layout, offset, len) {
+    if !writable(layout, offset, len) || !data.len().is_multiple_of(32) {
         return Err(FlashError::Protected { offset, len });
     }
-    flash.write(offset, data).map_err(FlashError::Flash)
+    for (i, w) in data.chunks(32).enumerate() {
+        let at = offset + i as u32 * 32;
+        if !mutant!(NoBlankCheck) && !read_word(flash, at).is_erased() {
+            return Err(FlashError::NotErased { offset: at });
+        }
+        flash.write(at, w).map_err(FlashError::Flash)?;
+    }
+    Ok(())
 }
 
-/// Erase the sectors of `region` (inside the slots or the journal only), last sector first.
+/// Erase the sectors of `region` (inside the slots or the journal only), first sector first.
 ///
-/// Last first, so a slot's trailer (the commit mark) is gone before anything else: an erase
-/// cut anywhere leaves an uncommitted slot.
+/// First sector first, so a slot's image header is gone before anything else, and its trailer
+/// (in the last sector) goes last: a cut in the middle of an erase disturbs every programmed
+/// word of that sector (they may read back as the old data, as erased, or as anything in
+/// between, and differently at each read), and a disturbed trailer over an intact image could
+/// bring an old commit back to life. With the header erased first, a disturbed trailer only
+/// ever sits over an image that no longer verifies.
 pub fn erase_region<F: NorFlash>(flash: &mut F, layout: &Layout, region: Region) -> Result<(), FlashError<F::Error>> {
     if !writable(layout, region.offset, region.size) {
         return Err(FlashError::Protected { offset: region.offset, len: region.size });
     }
-    for s in layout.sectors(region).rev() {
+    let trailer_first = mutant!(TrailerSectorErasedFirst);
+    let sectors = layout.sectors(region);
+    let n = sectors.len() as u32;
+    for i in 0..n {
+        let s = if trailer_first { sectors.end - 1 - i } else { sectors.start + i };
         let from = s * layout.sector_size;
         flash.erase(from, from + layout.sector_size).map_err(FlashError::Flash)?;
     }

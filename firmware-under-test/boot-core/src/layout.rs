@@ -10,12 +10,13 @@
 //! | 4–6 | `0x0808_0000` | 384 KiB | slot B: image linked for `0x0808_0400` |
 //! | 7 | `0x080E_0000` | 128 KiB | security-counter journal (append-only 32-byte records) |
 //!
-//! Each slot ends with its trailer: [`TRAILER_LEN`] bytes holding the committed, selected and
-//! confirmed words and one spare (see [`crate::trailer`]). An image (header, payload and TLVs)
+//! Each slot ends with its trailer: [`TRAILER_LEN`] bytes holding the committed word and its
+//! seal, the selected word, and the confirmation pairs (see [`crate::trailer`]). An image (header, payload and TLVs)
 //! may use the rest of the slot, [`Layout::image_capacity`] bytes.
 
-/// Bytes reserved at the end of each slot for its trailer: four 32-byte words (three used).
-pub const TRAILER_LEN: u32 = 4 * 32;
+/// Bytes reserved at the end of each slot for its trailer: sixteen 32-byte words (committed,
+/// its seal, selected, a spare, and six confirmation pairs; see [`crate::trailer`]).
+pub const TRAILER_LEN: u32 = 16 * 32;
 
 /// A slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -256,8 +257,8 @@ mod tests {
         assert_eq!(H723.slot_address(SlotId::A), 0x0802_0000);
         assert_eq!(H723.slot_address(SlotId::B), 0x0808_0000);
         assert_eq!(H723.vector_table(SlotId::B), 0x0808_0400);
-        assert_eq!(H723.image_capacity(SlotId::A), 384 * 1024 - 128);
-        assert_eq!(H723.trailer_offset(SlotId::A), 0x7_FF80);
+        assert_eq!(H723.image_capacity(SlotId::A), 384 * 1024 - 512);
+        assert_eq!(H723.trailer_offset(SlotId::A), 0x7_FE00);
         assert_eq!(H723.slot_at(0x0808_0000), Some(SlotId::B));
         assert_eq!(H723.slot_at(0x0808_0400), None);
         assert_eq!(H723.slot_containing(0x0808_0400), Some(SlotId::B));

@@ -38,6 +38,17 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+/// Whether a deliberate bug is switched on (feature `sim` only; always `false` in firmware).
+macro_rules! mutant {
+    ($m:ident) => {{
+        #[cfg(feature = "sim")]
+        let on = crate::sim::mutant::on(crate::sim::mutant::Mutant::$m);
+        #[cfg(not(feature = "sim"))]
+        let on = false;
+        on
+    }};
+}
+
 pub mod boot;
 pub mod flash;
 pub mod journal;

@@ -1,10 +1,10 @@
 //! Factory provisioning (feature `std`): what to program, with a debug probe, to install a
 //! signed image in a slot as if it had been downloaded and committed, optionally confirmed.
 //!
-//! The result is sparse: the image proper, then the committed word, then (confirmed) the
-//! confirmed word. The selected word stays erased (the bootloader writes it at the first
-//! boot), and so does everything between: flash words must not be programmed with 0xFF filler,
-//! or the bootloader could not write them later.
+//! The result is sparse: the image proper, then the committed word and its seal, then
+//! (confirmed) the selected word and the first confirmation pair, exactly as a download, a
+//! trial boot and a confirmation would have left them. Everything between stays erased: flash
+//! words must not be programmed with 0xFF filler, or the bootloader could not write them later.
 
 use std::vec;
 use std::vec::Vec;
@@ -13,7 +13,7 @@ use fut_image::Reject;
 
 use crate::boot::expect;
 use crate::layout::{Layout, SlotId};
-use crate::trailer::Flag;
+use crate::trailer::provisioned;
 
 /// A contiguous run of bytes to program at an absolute address.
 pub type Segment = (u32, Vec<u8>);
@@ -30,11 +30,7 @@ pub fn segments(layout: &Layout, slot: SlotId, image: &[u8], confirmed: bool) ->
     let mut body = image.to_vec();
     body.resize(body.len().next_multiple_of(layout.word as usize), 0xFF);
     let mut out = vec![(base, body)];
-    let mut flags = vec![Flag::Committed];
-    if confirmed {
-        flags.push(Flag::Confirmed);
-    }
-    for f in flags {
+    for f in provisioned(confirmed) {
         out.push((layout.flash_base + f.offset(layout, slot), f.pattern().to_vec()));
     }
     Ok(out)
@@ -44,6 +40,7 @@ pub fn segments(layout: &Layout, slot: SlotId, image: &[u8], confirmed: bool) ->
 mod tests {
     use super::*;
     use crate::layout::H723;
+    use crate::trailer::Flag;
 
     #[test]
     fn provisioning_is_sparse_and_checked() {
@@ -59,12 +56,14 @@ mod tests {
         let mut img = h.encode().to_vec();
         img.resize(0x400 + 100, 0);
         let s = segments(&H723, SlotId::B, &img, true).unwrap();
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 6);
         assert_eq!(s[0].0, 0x0808_0000);
         assert_eq!(s[0].1.len() % 32, 0);
-        assert_eq!(s[1], (0x080D_FF80, Flag::Committed.pattern().to_vec()));
-        assert_eq!(s[2], (0x080D_FFC0, Flag::Confirmed.pattern().to_vec()));
-        assert_eq!(segments(&H723, SlotId::B, &img, false).unwrap().len(), 2);
+        assert_eq!(s[1], (0x080D_FE00, Flag::Committed.pattern().to_vec()));
+        assert_eq!(s[2], (0x080D_FE20, Flag::CommitSeal.pattern().to_vec()));
+        assert_eq!(s[4], (0x080D_FE80, Flag::Confirmed(0).pattern().to_vec()));
+        assert_eq!(s[5], (0x080D_FEA0, Flag::ConfirmSeal(0).pattern().to_vec()));
+        assert_eq!(segments(&H723, SlotId::B, &img, false).unwrap().len(), 3);
         assert_eq!(
             segments(&H723, SlotId::A, &img, true),
             Err(Reject::WrongLoadAddress { expected: 0x0802_0000, found: 0x0808_0000 })

@@ -2,28 +2,29 @@
 //! application's confirmation.
 //!
 //! A download goes to the slot that is not running:
-//! 1. [`Download::begin`] refuses to start while the running image is unconfirmed (the other
-//!    slot holds its fallback), then erases the target slot, trailer sector first.
+//! 1. [`Download::begin`] refuses to start unless the running image's commit and confirmation
+//!    are proven (until then the other slot holds its fallback), then erases the target slot,
+//!    header sector first and trailer sector last ([`crate::flash::erase_region`]).
 //! 2. [`Download::write`] takes the image in order, in chunks of any size, and programs whole
 //!    32-byte words (all-0xFF words are left erased). The header is checked as soon as it
 //!    arrives: a build linked for the other slot is refused before anything else is written.
 //! 3. [`Download::finish`] verifies the image in flash exactly as the bootloader will (hash,
 //!    signature, load address, security counter), refuses an image that would never boot
 //!    because the other slot holds a higher or equal version, and only then writes the
-//!    committed word: the commit point.
+//!    committed word and its seal: the commit point.
 //!
-//! [`confirm`] is the application's "I am good": it writes the confirmed word of its own slot
-//! and raises the stored security counter to the image's. It is idempotent; call it on every
-//! boot after the self-test.
+//! [`confirm`] is the application's "I am good": it writes a confirmed word of its own slot and
+//! that word's seal, and only once a read shows both does it raise the stored security counter
+//! to the image's. It is idempotent; call it on every boot after the self-test.
 
 use embedded_storage::nor_flash::NorFlash;
 use fut_image::{ImageVersion, Reject, SignatureCheck, TrustedKey, Verified};
 
-use crate::boot::{expect, slot_header, verify_slot};
-use crate::flash::{FlashError, check_geometry, erase_region, program};
+use crate::boot::{expect, slot_header, stored_minimum, stored_minimum_with, verify_slot};
+use crate::flash::{EccRead, FlashError, check_geometry, erase_region, program};
 use crate::journal::{Journal, JournalError};
 use crate::layout::{Layout, SlotId};
-use crate::trailer::{Flag, Trailer, WORD, WordState};
+use crate::trailer::{Flag, PAIRS, Trailer, WORD};
 
 /// Why an update step failed. Nothing was committed; the running image is untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub enum UpdateError<E> {
     Flash(FlashError<E>),
     /// The target is the running slot.
     TargetIsRunning(SlotId),
-    /// The running image is not confirmed: the other slot holds its fallback.
+    /// The running image's confirmation is not proven: the other slot holds its fallback.
     RunningUnconfirmed(SlotId),
     /// The image is invalid for the target slot.
     Rejected(Reject),
@@ -57,8 +58,8 @@ impl<E: core::fmt::Debug> core::fmt::Display for UpdateError<E> {
             UpdateError::TargetIsRunning(s) => write!(f, "slot {s} is running: update the other slot"),
             UpdateError::RunningUnconfirmed(s) => write!(
                 f,
-                "the running image in slot {s} is not confirmed; confirm it before updating, \
-                 because the other slot holds its fallback"
+                "the running image in slot {s} is not confirmed (or its confirmation was cut and is not proven); \
+                 confirm it before updating, because the other slot holds its fallback"
             ),
             UpdateError::Rejected(r) => write!(f, "image rejected: {r}"),
             UpdateError::Oversize { capacity } => write!(f, "image exceeds the slot's {capacity} bytes"),
@@ -84,7 +85,7 @@ pub struct Download {
 impl Download {
     /// Start a download into `target`. `running` is the slot the caller runs from (`None` in
     /// the bootloader's recovery mode). Erases the target slot.
-    pub fn begin<F: NorFlash>(
+    pub fn begin<F: NorFlash + EccRead>(
         flash: &mut F,
         layout: &Layout,
         target: SlotId,
@@ -97,8 +98,19 @@ impl Download {
             if r == target {
                 return Err(UpdateError::TargetIsRunning(r));
             }
-            if !Trailer::read(flash, layout, r).is_confirmed() {
-                return Err(UpdateError::RunningUnconfirmed(r));
+            let t = Trailer::read(flash, layout, r);
+            if !t.is_settled() && !mutant!(DownloadWhileUnconfirmed) {
+                // Confirmed, but the proof reads missing (a cut seal, or one that reads
+                // differently from read to read): the application's confirmation is a fact, so
+                // seal it again with a fresh pair before destroying the fallback.
+                if !(t.is_committed() && t.is_confirmed()) {
+                    return Err(UpdateError::RunningUnconfirmed(r));
+                }
+                match seal_confirmation(flash, layout, r) {
+                    Ok(_) => {}
+                    Err(ConfirmError::Flash(e)) => return Err(UpdateError::Flash(e)),
+                    Err(_) => return Err(UpdateError::RunningUnconfirmed(r)),
+                }
             }
         }
         erase_region(flash, layout, layout.slot(target)).map_err(UpdateError::Flash)?;
@@ -115,7 +127,7 @@ impl Download {
         self.received
     }
 
-    fn flush_word<F: NorFlash>(&mut self, flash: &mut F) -> Result<(), UpdateError<F::Error>> {
+    fn flush_word<F: NorFlash + EccRead>(&mut self, flash: &mut F) -> Result<(), UpdateError<F::Error>> {
         let at = self.layout.slot(self.slot).offset + self.received - self.fill as u32;
         if self.received as usize == self.fill {
             // The first word is the header's start: refuse a wrong build before writing it.
@@ -135,7 +147,11 @@ impl Download {
     }
 
     /// Append `data`.
-    pub fn write<F: NorFlash>(&mut self, flash: &mut F, mut data: &[u8]) -> Result<(), UpdateError<F::Error>> {
+    pub fn write<F: NorFlash + EccRead>(
+        &mut self,
+        flash: &mut F,
+        mut data: &[u8],
+    ) -> Result<(), UpdateError<F::Error>> {
         let capacity = self.layout.image_capacity(self.slot);
         if self.received as u64 + data.len() as u64 > capacity as u64 {
             return Err(UpdateError::Oversize { capacity });
@@ -154,7 +170,7 @@ impl Download {
     }
 
     /// Verify what was written and commit it.
-    pub fn finish<F: NorFlash, C: SignatureCheck>(
+    pub fn finish<F: NorFlash + EccRead, C: SignatureCheck>(
         mut self,
         flash: &mut F,
         keys: &[TrustedKey],
@@ -164,20 +180,22 @@ impl Download {
             self.flush_word(flash)?;
         }
         let l = self.layout;
-        let min = Journal::read(flash, &l).minimum;
+        let min = stored_minimum(flash, &l, keys, sig).minimum;
         let image = verify_slot(flash, &l, self.slot, keys, sig, min).map_err(UpdateError::Rejected)?;
         // The other slot: a valid, committed, untried-or-confirmed image of a higher or equal
         // version would win every boot.
         let other = self.slot.other();
-        if Trailer::read(flash, &l, other).is_candidate()
+        if !mutant!(NoNotNewerCheck)
+            && Trailer::read(flash, &l, other).is_candidate()
             && let Ok(h) = slot_header(flash, &l, other)
             && h.version.boot_cmp(&image.version()).is_ge()
             && verify_slot(flash, &l, other, keys, sig, min).is_ok()
         {
             return Err(UpdateError::NotNewer { other: h.version, image: image.version() });
         }
-        program(flash, &l, Flag::Committed.offset(&l, self.slot), &Flag::Committed.pattern())
-            .map_err(UpdateError::Flash)?;
+        for f in [Flag::Committed, Flag::CommitSeal] {
+            program(flash, &l, f.offset(&l, self.slot), &f.pattern()).map_err(UpdateError::Flash)?;
+        }
         Ok(image)
     }
 }
@@ -185,13 +203,16 @@ impl Download {
 /// Why a confirmation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfirmError<E> {
-    /// The slot is not committed (the application is not running from a slot image).
+    /// The slot's commit is not proven (the application is not running from a slot image).
     NotCommitted(SlotId),
     /// The image in the slot does not verify.
     Invalid(Reject),
-    /// The confirmed word is indeterminate (a torn earlier confirmation); it cannot be
-    /// written. The next boot reverts; update again to recover.
-    WordDamaged(SlotId),
+    /// Every confirmation pair was used up by earlier cuts; the image keeps booting while its
+    /// confirmed words read set, and an update through the bootloader's recovery mode renews
+    /// the slot.
+    Exhausted(SlotId),
+    /// The words were written but do not read back as a proven confirmation.
+    NotProven(SlotId),
     /// Flash failure.
     Flash(FlashError<E>),
     /// The security-counter journal could not be raised.
@@ -203,9 +224,14 @@ impl<E: core::fmt::Debug> core::fmt::Display for ConfirmError<E> {
         match self {
             ConfirmError::NotCommitted(s) => write!(f, "slot {s} holds no committed image to confirm"),
             ConfirmError::Invalid(r) => write!(f, "the image to confirm is invalid: {r}"),
-            ConfirmError::WordDamaged(s) => write!(
+            ConfirmError::Exhausted(s) => write!(
                 f,
-                "slot {s}'s confirmed word was torn by an earlier power cut; the next boot reverts, then update again"
+                "slot {s}'s confirmation words were all used up by interrupted confirmations; \
+                 update the image again through the bootloader's recovery mode"
+            ),
+            ConfirmError::NotProven(s) => write!(
+                f,
+                "slot {s}'s confirmation was written but does not read back as proven; it is retried at the next boot"
             ),
             ConfirmError::Flash(e) => write!(f, "{e}"),
             ConfirmError::Journal(e) => write!(f, "{e}"),
@@ -221,35 +247,67 @@ impl<E: core::fmt::Debug> std::error::Error for ConfirmError<E> {}
 /// The result of a confirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Confirmed {
-    /// The confirmed word was written now (false: it already was).
+    /// A confirmation pair was written now (false: a proven one was there already).
     pub newly: bool,
-    /// The stored minimum security counter afterwards.
+    /// The stored minimum security counter afterwards, as sealed in the journal.
     pub min_security_counter: u32,
 }
 
+/// Write confirmation pairs of `slot` until a read shows one proven: returns whether a pair
+/// was written. A pair whose words refuse a program (they read non-erased) is skipped, and not
+/// tried again in this call.
+fn seal_confirmation<F: NorFlash + EccRead>(
+    flash: &mut F,
+    layout: &Layout,
+    slot: SlotId,
+) -> Result<bool, ConfirmError<F::Error>> {
+    let mut tried = [false; PAIRS];
+    let mut wrote = false;
+    for _ in 0..=PAIRS {
+        let t = Trailer::read(flash, layout, slot);
+        if t.confirm_proven() {
+            return Ok(wrote);
+        }
+        let Some(i) = (0..PAIRS).find(|&i| !tried[i] && t.next_confirm_pair_from(i) == Some(i as u8)) else {
+            return Err(ConfirmError::Exhausted(slot));
+        };
+        tried[i] = true;
+        let pair = [Flag::Confirmed(i as u8), Flag::ConfirmSeal(i as u8)];
+        wrote = true;
+        for f in pair {
+            match program(flash, layout, f.offset(layout, slot), &f.pattern()) {
+                Ok(()) => {}
+                Err(FlashError::NotErased { .. }) => break,
+                Err(e) => return Err(ConfirmError::Flash(e)),
+            }
+        }
+    }
+    Err(ConfirmError::NotProven(slot))
+}
+
 /// Confirm the image in `slot` (the caller's own) and raise the stored security counter.
-pub fn confirm<F: NorFlash, C: SignatureCheck>(
+///
+/// 1. The slot's commit must be proven and its image must verify.
+/// 2. Unless a proven confirmation is there already: write the next free confirmed word, then
+///    its seal, and read both back.
+/// 3. Only then raise the journal to the image's counter (this image is the floor that lets a
+///    full journal be compacted).
+pub fn confirm<F: NorFlash + EccRead, C: SignatureCheck>(
     flash: &mut F,
     layout: &Layout,
     slot: SlotId,
     keys: &[TrustedKey],
     sig: &mut C,
 ) -> Result<Confirmed, ConfirmError<F::Error>> {
-    let t = Trailer::read(flash, layout, slot);
+    let trailers = [Trailer::read(flash, layout, SlotId::A), Trailer::read(flash, layout, SlotId::B)];
+    let t = trailers[slot.index()];
     if !t.is_committed() {
         return Err(ConfirmError::NotCommitted(slot));
     }
-    let min = Journal::read(flash, layout).minimum;
+    let min = stored_minimum_with(flash, layout, keys, sig, &trailers).minimum;
     let image = verify_slot(flash, layout, slot, keys, sig, min).map_err(ConfirmError::Invalid)?;
-    let newly = match t.confirmed {
-        WordState::Set => false,
-        WordState::Indeterminate => return Err(ConfirmError::WordDamaged(slot)),
-        WordState::Unset => {
-            program(flash, layout, Flag::Confirmed.offset(layout, slot), &Flag::Confirmed.pattern())
-                .map_err(ConfirmError::Flash)?;
-            true
-        }
-    };
-    let j = Journal::raise(flash, layout, image.security_counter).map_err(ConfirmError::Journal)?;
-    Ok(Confirmed { newly, min_security_counter: j.minimum })
+    let newly = seal_confirmation(flash, layout, slot)?;
+    let floor = image.security_counter;
+    let j = Journal::raise(flash, layout, image.security_counter, Some(floor)).map_err(ConfirmError::Journal)?;
+    Ok(Confirmed { newly, min_security_counter: j.durable })
 }

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use boot_core::boot::{RecoveryReason, SlotVerdict, decide};
+use boot_core::flash::{EccRead, ReadCheck};
 use boot_core::journal::{self, Journal, JournalError};
 use boot_core::layout::{H723, SlotId};
-use boot_core::sim::{Cut, CutMode, MemoCheck, SimError, StrictFlash};
-use boot_core::trailer::{Flag, Trailer, WordState};
+use boot_core::sim::{Cut, CutMode, MemoCheck, ReadMode, SimError, StrictFlash};
+use boot_core::trailer::{Trailer, WordState, provisioned};
 use boot_core::update::{ConfirmError, Download, UpdateError, confirm};
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 use fut_image::keys::SigningKey;
@@ -37,14 +38,22 @@ fn image_with(k: &SigningKey, slot: SlotId, version: u8, counter: u32, len: usiz
     sign(&payload, k, &opts).unwrap()
 }
 
-/// OLD v1 (counter 1) in slot A, committed, selected and confirmed.
+/// OLD v1 (counter 1) in slot A, committed, selected and confirmed; the journal stores 1.
 fn board() -> StrictFlash {
     let mut f = StrictFlash::new();
     f.provision(H723.slot(SlotId::A).offset, &image(SlotId::A, 1, 1));
-    for flag in [Flag::Committed, Flag::Selected, Flag::Confirmed] {
-        f.provision(flag.offset(&H723, SlotId::A), &flag.pattern());
-    }
+    commit(&mut f, SlotId::A, true);
+    f.provision(H723.journal.offset, &journal::record(1));
+    f.provision(H723.journal.offset + 32, &journal::seal());
     f
+}
+
+/// Provision a slot's trailer as committed (and confirmed), as a download and a confirmation
+/// would leave it.
+fn commit(f: &mut StrictFlash, slot: SlotId, confirmed: bool) {
+    for flag in provisioned(confirmed) {
+        f.provision(flag.offset(&H723, slot), &flag.pattern());
+    }
 }
 
 fn boots(f: &mut StrictFlash) -> (SlotId, u8) {
@@ -122,7 +131,7 @@ fn bad_downloads_are_rejected_by_name_and_the_old_image_keeps_booting() {
         (
             "oversize image",
             image(SlotId::B, 2, 2).into_iter().chain(std::iter::repeat_n(0u8, 0x6_0000)).collect(),
-            Box::new(|e| matches!(e, UpdateError::Oversize { capacity: 0x5_FF80 })),
+            Box::new(|e| matches!(e, UpdateError::Oversize { capacity: 0x5_FE00 })),
         ),
         ("bad signature", bad_sig, Box::new(|e| *e == UpdateError::Rejected(Reject::BadSignature))),
         (
@@ -176,10 +185,9 @@ fn bad_committed_images_are_rejected_at_boot() {
     ];
     for (img, reason) in cases {
         let mut f = board();
-        // The stored minimum is 1.
-        f.provision(H723.journal.offset, &journal::record(1));
+        // The stored minimum is 1 (board()).
         f.provision(H723.slot(SlotId::B).offset, &img);
-        f.provision(Flag::Committed.offset(&H723, SlotId::B), &Flag::Committed.pattern());
+        commit(&mut f, SlotId::B, false);
         let d = decide(&mut f, &H723, &trusted(), &mut MemoCheck::default());
         assert_eq!(d.slots[1], SlotVerdict::Invalid(reason), "{reason}");
         assert_eq!(d.chosen.unwrap().slot, SlotId::A);
@@ -202,10 +210,10 @@ fn a_torn_word_read_at_boot_is_invalid_not_a_crash() {
     let word: Vec<u8> = img[0x600..0x620].to_vec();
     img[0x600..0x620].fill(0xFF);
     f.provision(base, &img);
-    f.set_cut(Some(Cut { at: f.ops(), mode: CutMode::Torn }));
+    f.set_cut(Some(Cut { at: f.ops(), mode: CutMode::Torn(ReadMode::Ecc) }));
     assert_eq!(f.write(base + 0x600, &word), Err(SimError::PowerLost));
     f.power_on();
-    f.provision(Flag::Committed.offset(&H723, SlotId::B), &Flag::Committed.pattern());
+    commit(&mut f, SlotId::B, false);
     let d = decide(&mut f, &H723, &trusted(), &mut MemoCheck::default());
     assert!(matches!(d.slots[1], SlotVerdict::Invalid(Reject::Unreadable { .. })), "{:?}", d.slots[1]);
     assert_eq!(d.chosen.unwrap().slot, SlotId::A);
@@ -221,7 +229,7 @@ fn nothing_valid_means_recovery() {
     // Only an image signed by an unknown key.
     let mut f = StrictFlash::new();
     f.provision(H723.slot(SlotId::A).offset, &image_with(&key("test-ed25519-b.pem"), SlotId::A, 1, 1, 100));
-    f.provision(Flag::Committed.offset(&H723, SlotId::A), &Flag::Committed.pattern());
+    commit(&mut f, SlotId::A, false);
     let d = decide(&mut f, &H723, &trusted(), &mut MemoCheck::default());
     assert_eq!(d.chosen, None);
     assert_eq!(d.slots[0], SlotVerdict::Invalid(Reject::UnknownKey));
@@ -236,13 +244,13 @@ fn nothing_valid_means_recovery() {
 fn highest_version_wins_and_ties_go_to_a() {
     let mut f = board();
     f.provision(H723.slot(SlotId::B).offset, &image(SlotId::B, 1, 1));
-    f.provision(Flag::Committed.offset(&H723, SlotId::B), &Flag::Committed.pattern());
+    commit(&mut f, SlotId::B, false);
     assert_eq!(boots(&mut f), (SlotId::A, 1), "tie: A");
     let mut f = StrictFlash::new();
     f.provision(H723.slot(SlotId::A).offset, &image(SlotId::A, 7, 1));
     f.provision(H723.slot(SlotId::B).offset, &image(SlotId::B, 9, 1));
     for s in SlotId::ALL {
-        f.provision(Flag::Committed.offset(&H723, s), &Flag::Committed.pattern());
+        commit(&mut f, s, false);
     }
     assert_eq!(boots(&mut f), (SlotId::B, 9));
 }
@@ -258,7 +266,7 @@ fn updater_refusals_name_the_problem() {
     let e = Download::begin(&mut f, &H723, SlotId::A, Some(SlotId::B)).unwrap_err();
     assert_eq!(e, UpdateError::RunningUnconfirmed(SlotId::B));
     assert!(e.to_string().contains("confirm"), "{e}");
-    assert_eq!(Trailer::read(&mut f, &H723, SlotId::A).confirmed, WordState::Set, "fallback untouched");
+    assert!(Trailer::read(&mut f, &H723, SlotId::A).is_settled(), "fallback untouched");
     // Confirming a slot with nothing committed.
     let mut blank = StrictFlash::new();
     let e = confirm(&mut blank, &H723, SlotId::A, &trusted(), &mut MemoCheck::default()).unwrap_err();
@@ -266,41 +274,95 @@ fn updater_refusals_name_the_problem() {
 }
 
 #[test]
-fn a_torn_confirmation_cannot_be_rewritten_and_reverts() {
+fn a_cut_confirmation_reverts_or_is_sealed_again() {
+    // Cut in the middle of the confirmed word (the first op of confirm), reading as a double
+    // ECC error: not confirmed, so the trial failed and the intact fallback boots.
     let mut f = board();
     download(&mut f, &image(SlotId::B, 2, 2), SlotId::B).unwrap();
     boots(&mut f);
-    // Cut in the middle of the confirmed word (the first op of confirm).
     f.power_on();
-    f.set_cut(Some(Cut { at: 0, mode: CutMode::Torn }));
+    f.set_cut(Some(Cut { at: 0, mode: CutMode::Torn(ReadMode::Ecc) }));
     assert!(confirm(&mut f, &H723, SlotId::B, &trusted(), &mut MemoCheck::default()).is_err());
     f.power_on();
-    let e = confirm(&mut f, &H723, SlotId::B, &trusted(), &mut MemoCheck::default()).unwrap_err();
-    assert_eq!(e, ConfirmError::WordDamaged(SlotId::B));
     assert_eq!(boots(&mut f), (SlotId::A, 1), "reverts to the intact fallback");
+    assert_eq!(Journal::read(&mut f, &H723).minimum, 1, "no raise happened");
+    assert!(f.violations().is_empty());
+
+    // Cut in the seal instead: the confirmed word finished, the image stays confirmed, and the
+    // next confirmation writes a fresh pair before it raises the counter.
+    let mut f = board();
+    download(&mut f, &image(SlotId::B, 2, 2), SlotId::B).unwrap();
+    boots(&mut f);
+    f.power_on();
+    f.set_cut(Some(Cut { at: 1, mode: CutMode::Torn(ReadMode::Ecc) }));
+    assert!(confirm(&mut f, &H723, SlotId::B, &trusted(), &mut MemoCheck::default()).is_err());
+    f.power_on();
+    let t = Trailer::read(&mut f, &H723, SlotId::B);
+    assert!(t.is_confirmed() && !t.confirm_proven(), "{t:?}");
+    assert_eq!(Journal::read(&mut f, &H723).minimum, 1, "no raise without the proof");
+    assert_eq!(boots(&mut f), (SlotId::B, 2), "still confirmed");
+    let c = confirm(&mut f, &H723, SlotId::B, &trusted(), &mut MemoCheck::default()).unwrap();
+    assert!(c.newly);
+    assert_eq!(c.min_security_counter, 2);
+    let t = Trailer::read(&mut f, &H723, SlotId::B);
+    assert_eq!((t.confirmed[1], t.confirm_seal[1]), (WordState::Set, WordState::Set), "pair 1 written");
     assert!(f.violations().is_empty());
 }
 
 #[test]
-fn the_journal_skips_torn_records_and_reports_full() {
+fn the_journal_scans_everything_survives_cut_appends_and_compacts_with_a_floor() {
+    let words = H723.journal.size / 32;
     let mut f = StrictFlash::new();
     f.provision(H723.journal.offset, &journal::record(3));
-    // A torn append.
-    f.set_cut(Some(Cut { at: 0, mode: CutMode::Torn }));
-    assert!(Journal::raise(&mut f, &H723, 4).is_err());
+    f.provision(H723.journal.offset + 32, &journal::seal());
+    // A cut append.
+    f.set_cut(Some(Cut { at: 0, mode: CutMode::Torn(ReadMode::Ecc) }));
+    assert!(Journal::raise(&mut f, &H723, 4, None).is_err());
     f.power_on();
     let j = Journal::read(&mut f, &H723);
-    assert_eq!((j.minimum, j.skipped, j.next), (3, 1, Some(H723.journal.offset + 64)));
-    let j = Journal::raise(&mut f, &H723, 4).unwrap();
-    assert_eq!(j.minimum, 4);
-    assert_eq!(Journal::read(&mut f, &H723).minimum, 4);
+    assert_eq!((j.minimum, j.durable, j.skipped), (3, 3, 1));
+    assert_eq!(j.next, Some(H723.journal.offset + 4 * 32), "the word after garbage is left out");
+    let j = Journal::raise(&mut f, &H723, 4, None).unwrap();
+    assert_eq!((j.minimum, j.durable), (4, 4));
+    // Records after an erased-looking word still count: the whole region is scanned.
+    let mut g = StrictFlash::new();
+    g.provision(H723.journal.offset, &journal::record(1));
+    g.provision(H723.journal.offset + 10 * 32, &journal::record(2));
+    g.provision(H723.journal.offset + 11 * 32, &journal::seal());
+    assert_eq!(Journal::read(&mut g, &H723).minimum, 2);
     assert!(f.violations().is_empty());
-    // Full: every record used.
+    // Full: without a floor the raise is refused; with one, the journal is compacted.
     let mut full = StrictFlash::new();
-    for i in 0..H723.journal.size / 32 {
-        full.provision(H723.journal.offset + i * 32, &journal::record(i));
+    for i in 0..words {
+        full.provision(
+            H723.journal.offset + i * 32,
+            &if i % 2 == 0 { journal::record(i / 2) } else { journal::seal() },
+        );
     }
-    assert_eq!(Journal::raise(&mut full, &H723, 1_000_000), Err(JournalError::Full));
+    let top = words / 2 - 1;
+    assert_eq!(Journal::raise(&mut full, &H723, top + 1, None), Err(JournalError::Full));
+    assert_eq!(
+        Journal::raise(&mut full, &H723, top + 1, Some(top)),
+        Err(JournalError::Full),
+        "a floor below what is stored"
+    );
+    let j = Journal::raise(&mut full, &H723, top + 1, Some(top + 1)).unwrap();
+    assert_eq!((j.minimum, j.durable, j.used), (top + 1, top + 1, 2));
+    assert!(full.violations().is_empty());
+}
+
+#[test]
+fn the_journal_takes_far_more_than_4096_raises_over_a_life() {
+    let mut f = StrictFlash::new();
+    let before = f.stats().erases;
+    for c in 1..=6000 {
+        let j = Journal::raise(&mut f, &H723, c, Some(c)).unwrap();
+        assert_eq!(j.durable, c);
+    }
+    let compactions = f.stats().erases - before;
+    println!("6,000 raises: {compactions} compactions");
+    assert!((2..=4).contains(&compactions), "{compactions}");
+    assert!(f.violations().is_empty());
 }
 
 /// A flash driver whose geometry does not match the layout: the bootloader refuses to guess.
@@ -315,6 +377,11 @@ impl ReadNorFlash for SmallWords {
     }
     fn capacity(&self) -> usize {
         self.0.capacity()
+    }
+}
+impl EccRead for SmallWords {
+    fn read_checked(&mut self, offset: u32, bytes: &mut [u8]) -> Result<ReadCheck, SimError> {
+        self.0.read_checked(offset, bytes)
     }
 }
 impl NorFlash for SmallWords {

@@ -27,10 +27,10 @@ fn generated_memory_x_matches_the_layout_table() {
     let bl = H723.memory_x(None);
     assert!(bl.contains("FLASH : ORIGIN = 0x08000000, LENGTH = 0x20000"), "{bl}");
     let a = H723.memory_x(Some(SlotId::A));
-    // Slot A: 0x08020000 + 0x400 header, 384 KiB − header − 128-byte trailer.
-    assert!(a.contains("FLASH : ORIGIN = 0x08020400, LENGTH = 0x5FB80"), "{a}");
+    // Slot A: 0x08020000 + 0x400 header, 384 KiB − header − 512-byte trailer.
+    assert!(a.contains("FLASH : ORIGIN = 0x08020400, LENGTH = 0x5FA00"), "{a}");
     let b = H723.memory_x(Some(SlotId::B));
-    assert!(b.contains("FLASH : ORIGIN = 0x08080400, LENGTH = 0x5FB80"), "{b}");
+    assert!(b.contains("FLASH : ORIGIN = 0x08080400, LENGTH = 0x5FA00"), "{b}");
 }
 
 #[test]

@@ -33,6 +33,10 @@ pub struct Report {
     pub tlvs: Vec<TlvEntry>,
     /// SHA-256 over header + payload + protected TLVs, if the file is long enough.
     pub computed_hash: Option<[u8; 32]>,
+    /// The image's total length (header, payload and both TLV areas) as the unprotected TLV
+    /// area's info header gives it; `None` when that info header is missing or has the wrong
+    /// magic. It can exceed `file_len` for a truncated file (a problem is listed then).
+    pub total_len: Option<usize>,
     /// Problems found while walking the layout (a partial report is still given).
     pub problems: Vec<String>,
 }
@@ -93,7 +97,14 @@ pub fn inspect(b: &[u8]) -> Result<Report, String> {
             header.magic
         ));
     }
-    let mut r = Report { file_len: b.len(), header, tlvs: Vec::new(), computed_hash: None, problems: Vec::new() };
+    let mut r = Report {
+        file_len: b.len(),
+        header,
+        tlvs: Vec::new(),
+        computed_hash: None,
+        total_len: None,
+        problems: Vec::new(),
+    };
     let hashed = header.hashed_len() as usize;
     if header.protect_tlv_size != 0 {
         walk(b, header.payload_end() as usize, TLV_PROT_INFO_MAGIC, true, &mut r);
@@ -102,7 +113,8 @@ pub fn inspect(b: &[u8]) -> Result<Report, String> {
         use sha2::Digest;
         r.computed_hash = Some(sha2::Sha256::digest(&b[..hashed]).into());
     }
-    if let Some(end) = walk(b, hashed, TLV_INFO_MAGIC, false, &mut r)
+    r.total_len = walk(b, hashed, TLV_INFO_MAGIC, false, &mut r);
+    if let Some(end) = r.total_len
         && end < b.len()
     {
         let rest = &b[end..];

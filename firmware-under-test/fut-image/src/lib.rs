@@ -18,6 +18,11 @@
 //! The hash covers the header, the payload and the protected TLVs. Each TLV area starts with a
 //! 4-byte info header whose total length includes itself.
 //!
+//! Every length in the image is bounds-checked before it is believed: the header's extent must fit
+//! the slot and be present in the source, each TLV area (info length) must fit the slot and be
+//! present in the source, and each TLV entry, known or unknown, must lie inside its area. So a
+//! verified image's [`Verified::total_len`] never exceeds the source's length.
+//!
 //! [`verify`] is the bootloader's check. It is `no_std`, allocation-free and bounds-checked: it
 //! reads through a [`Source`] (a byte slice, or flash through an ECC-safe reader) and every read
 //! error makes the image invalid ([`Reject::Unreadable`]), never a crash. It rejects with a named
@@ -373,6 +378,16 @@ pub enum Reject {
         /// Bytes present.
         have: u32,
     },
+    /// A TLV area's info header says the area runs past the end of the image: the file or
+    /// transfer is incomplete, or the info length is corrupt.
+    TlvAreaTruncated {
+        /// Offset of the area's info header in the image.
+        offset: u32,
+        /// Where the area says it ends.
+        end: u64,
+        /// Bytes present.
+        have: u32,
+    },
     /// A TLV area is malformed.
     BadTlvArea {
         /// What is wrong.
@@ -418,6 +433,7 @@ impl Reject {
             Reject::WrongLoadAddress { .. } => "wrong-load-address",
             Reject::Oversize { .. } => "oversize",
             Reject::Truncated { .. } => "truncated",
+            Reject::TlvAreaTruncated { .. } => "tlv-area-truncated",
             Reject::BadTlvArea { .. } => "bad-tlv-area",
             Reject::NoHash => "no-hash",
             Reject::HashMismatch => "hash-mismatch",
@@ -462,9 +478,17 @@ impl fmt::Display for Reject {
             Reject::Oversize { needed, capacity } => {
                 write!(f, "image needs {needed} bytes but the slot holds {capacity} (trailer excluded)")
             }
-            Reject::Truncated { needed, have } => {
-                write!(f, "image is truncated: its header says {needed} bytes, only {have} present")
-            }
+            Reject::Truncated { needed, have } => write!(
+                f,
+                "image is truncated: its header says {needed} bytes, only {have} present: \
+                 the file or transfer is incomplete; send the whole signed image"
+            ),
+            Reject::TlvAreaTruncated { offset, end, have } => write!(
+                f,
+                "TLV area at offset {offset:#x} says it ends at {end:#x}, but the image has only {have} bytes: \
+                 the file or transfer is incomplete (send the whole signed image), or the TLV info length \
+                 is corrupt (sign it again)"
+            ),
             Reject::BadTlvArea { why, offset } => write!(f, "TLV area at offset {offset:#x} is malformed: {why}"),
             Reject::NoHash => write!(f, "image has no SHA256 TLV: sign it (SHA-256 + Ed25519)"),
             Reject::HashMismatch => write!(f, "image hash does not match its contents: corrupted in transfer or flash"),
@@ -543,8 +567,16 @@ struct Tlvs {
     end: u64,
 }
 
-/// Read a TLV area's info header at `offset`; return the entries' range.
-fn tlv_area<S: Source>(src: &mut S, offset: u64, magic: u16, capacity: u32) -> Result<Tlvs, Reject> {
+/// Read a TLV area's info header at `offset`; return the entries' range. `declared` is the length
+/// the image header gives the area (the protected area's `protect_tlv_size`), if any. The area
+/// must fit the slot (`capacity`) and lie inside the source.
+fn tlv_area<S: Source>(
+    src: &mut S,
+    offset: u64,
+    magic: u16,
+    declared: Option<u16>,
+    capacity: u32,
+) -> Result<Tlvs, Reject> {
     let mut info = [0u8; 4];
     read(src, offset, &mut info)?;
     let found = u16::from_le_bytes([info[0], info[1]]);
@@ -563,9 +595,21 @@ fn tlv_area<S: Source>(src: &mut S, offset: u64, magic: u16, capacity: u32) -> R
             offset: offset as u32,
         });
     }
+    if let Some(declared) = declared
+        && tot != declared as u64
+    {
+        return Err(Reject::BadTlvArea {
+            why: "protected TLV length differs from the header's protect_tlv_size",
+            offset: offset as u32,
+        });
+    }
     let end = offset + tot;
     if end > capacity as u64 {
         return Err(Reject::Oversize { needed: end, capacity });
+    }
+    let have = src.len();
+    if end > have as u64 {
+        return Err(Reject::TlvAreaTruncated { offset: offset as u32, end, have });
     }
     Ok(Tlvs { offset: offset + 4, end })
 }
@@ -609,25 +653,12 @@ pub fn digest<S: Source>(src: &mut S, len: u64) -> Result<[u8; 32], Reject> {
     Ok(h.finalize().into())
 }
 
-/// Verify an image completely: header, sizes, load address, hash, key, signature and security
-/// counter. `keys` are the trusted keys; `sig` performs the Ed25519 check.
-pub fn verify<S: Source, C: SignatureCheck>(
-    src: &mut S,
-    expect: &Expect,
-    keys: &[TrustedKey],
-    sig: &mut C,
-) -> Result<Verified, Reject> {
-    let h = check_header(src, expect)?;
-    // Protected area: the security counter.
+/// The first SEC_CNT in the protected TLV area (`None` when there is none), bounds-checked.
+fn protected_counter<S: Source>(src: &mut S, h: &Header, expect: &Expect) -> Result<Option<u32>, Reject> {
     let mut security_counter = None;
     if h.protect_tlv_size != 0 {
-        let mut area = tlv_area(src, h.payload_end(), TLV_PROT_INFO_MAGIC, expect.capacity)?;
-        if area.end != h.hashed_len() {
-            return Err(Reject::BadTlvArea {
-                why: "protected TLV length differs from the header's protect_tlv_size",
-                offset: h.payload_end() as u32,
-            });
-        }
+        let mut area = tlv_area(src, h.payload_end(), TLV_PROT_INFO_MAGIC, Some(h.protect_tlv_size), expect.capacity)?;
+        // Its info length equals protect_tlv_size, so it ends exactly at hashed_len().
         let mut n = 0;
         while let Some((t, at, len)) = area.next(src)? {
             n += 1;
@@ -638,15 +669,51 @@ pub fn verify<S: Source, C: SignatureCheck>(
                 if len != 4 {
                     return Err(Reject::BadTlvArea { why: "SEC_CNT is not 4 bytes", offset: at as u32 });
                 }
-                let mut v = [0u8; 4];
-                read(src, at, &mut v)?;
-                security_counter = Some(u32::from_le_bytes(v));
+                // The first SEC_CNT decides, as in MCUboot (and as `inspect` reports it).
+                if security_counter.is_none() {
+                    let mut v = [0u8; 4];
+                    read(src, at, &mut v)?;
+                    security_counter = Some(u32::from_le_bytes(v));
+                }
             }
         }
     }
+    Ok(security_counter)
+}
+
+/// The security counter an image *claims* (header and protected TLVs only: no hash, no
+/// signature, so nothing is proven). Cheap: for deciding whether a full verification could
+/// change anything.
+pub fn claimed_security_counter<S: Source>(src: &mut S, expect: &Expect) -> Result<u32, Reject> {
+    let h = check_header(src, expect)?;
+    let needed = h.hashed_len() + 4;
+    let have = src.len();
+    if needed > have as u64 {
+        return Err(Reject::Truncated { needed, have });
+    }
+    protected_counter(src, &h, expect)?.ok_or(Reject::NoSecurityCounter)
+}
+
+/// Verify an image completely: header, sizes, load address, hash, key, signature and security
+/// counter. `keys` are the trusted keys; `sig` performs the Ed25519 check.
+pub fn verify<S: Source, C: SignatureCheck>(
+    src: &mut S,
+    expect: &Expect,
+    keys: &[TrustedKey],
+    sig: &mut C,
+) -> Result<Verified, Reject> {
+    let h = check_header(src, expect)?;
+    // What the header describes (header, payload, protected TLVs and the unprotected TLV info)
+    // must be present before any of it is believed.
+    let needed = h.hashed_len() + 4;
+    let have = src.len();
+    if needed > have as u64 {
+        return Err(Reject::Truncated { needed, have });
+    }
+    let security_counter = protected_counter(src, &h, expect)?;
     let digest = digest(src, h.hashed_len())?;
     // Unprotected area: hash, key, signature.
-    let mut area = tlv_area(src, h.hashed_len(), TLV_INFO_MAGIC, expect.capacity)?;
+    let mut area = tlv_area(src, h.hashed_len(), TLV_INFO_MAGIC, None, expect.capacity)?;
     let total_len = area.end as u32;
     let mut hash_ok = None;
     let mut key: Option<Option<usize>> = None; // Some(None): a key named but not trusted
@@ -697,7 +764,10 @@ pub fn verify<S: Source, C: SignatureCheck>(
                 }
                 let Some(Some(k)) = key else { continue };
                 saw_trusted_sig = true;
-                if hash_ok != Some(true) || verified_key.is_some() {
+                // The signature is over the digest computed above, so it can be checked before
+                // the SHA256 TLV is seen (TLV order does not matter); a hash already known to
+                // mismatch rejects the image anyway, so the costly check is skipped then.
+                if hash_ok == Some(false) || verified_key.is_some() {
                     continue;
                 }
                 let mut s = [0u8; 64];

@@ -48,12 +48,91 @@ fn corrupted_payload() {
     assert_eq!(check(&img), Err(Reject::HashMismatch));
 }
 
+/// Offset of the unprotected TLV area (= end of the hashed region).
+fn tlv_info(img: &[u8]) -> usize {
+    Header::decode(img[..32].try_into().unwrap()).hashed_len() as usize
+}
+
 #[test]
 fn truncated_images() {
     let img = good();
-    for len in [0, 16, 31, 32, 0x400, 0x400 + 1199, img.len() - 80, img.len() - 1] {
-        let r = check(&img[..len]);
-        assert!(matches!(r, Err(Reject::Truncated { .. })), "length {len}: {r:?}");
+    let info = tlv_info(&img);
+    // Before the unprotected TLV info: shorter than the header says.
+    for len in [0, 16, 31] {
+        assert_eq!(check(&img[..len]), Err(Reject::Truncated { needed: 32, have: len as u32 }), "length {len}");
+    }
+    for len in [32, 0x400, 0x400 + 1199, info, info + 3] {
+        let want = Reject::Truncated { needed: info as u64 + 4, have: len as u32 };
+        assert_eq!(check(&img[..len]), Err(want), "length {len}");
+    }
+    // Inside the unprotected TLVs: the area runs past the end.
+    for len in [info + 4, img.len() - 80, img.len() - 1] {
+        let want = Reject::TlvAreaTruncated { offset: info as u32, end: img.len() as u64, have: len as u32 };
+        assert_eq!(check(&img[..len]), Err(want), "length {len}");
+    }
+}
+
+/// Append an unprotected TLV entry declaring `declared` bytes with `value` present, and add
+/// `counted` bytes to the area's info total.
+fn append_tlv(img: &[u8], kind: u16, declared: u16, value: &[u8], counted: u16) -> Vec<u8> {
+    let info = tlv_info(img);
+    let mut m = img.to_vec();
+    m.extend_from_slice(&kind.to_le_bytes());
+    m.extend_from_slice(&declared.to_le_bytes());
+    m.extend_from_slice(value);
+    let tot = u16::from_le_bytes([m[info + 2], m[info + 3]]) + counted;
+    m[info + 2..info + 4].copy_from_slice(&tot.to_le_bytes());
+    m
+}
+
+/// Review finding: the value of an unknown unprotected TLV was never bounds-checked, so an
+/// unknown TLV declared past the end of the file verified, with a `total_len` past the file.
+#[test]
+fn unknown_tlv_past_the_end_of_the_file_is_rejected() {
+    let img = good();
+    let info = tlv_info(&img);
+    // The area's info total counts the whole declared value: the area runs past the file.
+    let m = append_tlv(&img, 0x00A0, 100, &[0xEE; 10], 104);
+    let r = check(&m).unwrap_err();
+    assert_eq!(r, Reject::TlvAreaTruncated { offset: info as u32, end: img.len() as u64 + 104, have: m.len() as u32 });
+    assert_eq!(r.name(), "tlv-area-truncated");
+    let text = r.to_string();
+    assert!(text.contains("ends at") && text.contains("send the whole signed image"), "{text}");
+    // Nothing of it present, one byte declared.
+    let m = append_tlv(&img, 0x00A0, 1, &[], 5);
+    assert!(matches!(check(&m), Err(Reject::TlvAreaTruncated { .. })));
+    // The info total counts only what is present: the entry runs past its area.
+    let m = append_tlv(&img, 0x00A0, 100, &[0xEE; 10], 14);
+    assert_eq!(
+        check(&m),
+        Err(Reject::BadTlvArea { why: "TLV entry runs past the area end", offset: img.len() as u32 })
+    );
+    // Complete, the unknown TLV is accepted (unprotected TLVs are not signed, as in MCUboot) and
+    // counted in the total length.
+    let m = append_tlv(&img, 0x00A0, 10, &[0xEE; 10], 14);
+    assert_eq!(check(&m).unwrap().total_len as usize, m.len());
+}
+
+#[test]
+fn an_accepted_images_total_len_never_exceeds_the_source() {
+    let img = good();
+    let with_unknown = append_tlv(&img, 0x00A0, 16, &[0xEE; 16], 20);
+    for full in [img, with_unknown] {
+        let mut source = full.clone();
+        source.extend_from_slice(&[0xFF; 64]);
+        source.extend_from_slice(&[0x00; 64]);
+        let mut accepted = 0;
+        for n in 0..=source.len() {
+            match check(&source[..n]) {
+                Ok(v) => {
+                    assert!(v.total_len as usize <= n, "total_len {} from {n} bytes", v.total_len);
+                    assert_eq!(v.total_len as usize, full.len());
+                    accepted += 1;
+                }
+                Err(r) => assert!(n < full.len(), "{n} bytes: {r}"),
+            }
+        }
+        assert_eq!(accepted, source.len() - full.len() + 1);
     }
 }
 
@@ -149,6 +228,8 @@ fn every_reason_says_what_to_do() {
         Reject::NoSecurityCounter,
         Reject::Rollback { image: 1, minimum: 2 },
         Reject::NoSignature,
+        Reject::Truncated { needed: 10, have: 5 },
+        Reject::TlvAreaTruncated { offset: 0x500, end: 0x600, have: 0x580 },
     ];
     for r in reasons {
         let s = r.to_string();

@@ -73,21 +73,35 @@ async fn expect_app(c: &mut Ctx<'_>, layout: &Layout, major: u8, slot: SlotId) -
     })
 }
 
-/// Read a slot's trailer words through the probe.
+/// Read a slot's trailer words through the probe, as the boot core interprets them.
 async fn trailer(c: &mut Ctx<'_>, layout: &Layout, slot: SlotId) -> Result<String, ScenarioError> {
-    use boot_core::trailer::Flag;
-    let mut parts = Vec::new();
-    for (f, name) in [(Flag::Committed, "committed"), (Flag::Selected, "selected"), (Flag::Confirmed, "confirmed")] {
-        let at = layout.flash_base + f.offset(layout, slot);
-        let w = c.rig.probe()?.read_memory(at, 32).await;
-        parts.push(match w {
-            Ok(w) if w == f.pattern() => name.to_string(),
-            Ok(w) if w.iter().all(|b| *b == 0xFF) => format!("not {name}"),
-            Ok(_) => format!("{name}: garbage"),
-            Err(_) => format!("{name}: unreadable"),
-        });
-    }
-    let t = format!("slot {slot} trailer: {}", parts.join(", "));
+    use boot_core::flash::WordRead;
+    use boot_core::trailer::{Trailer, WordState};
+    let base = layout.flash_base + layout.trailer_offset(slot);
+    let raw = c.rig.probe()?.read_memory(base, boot_core::layout::TRAILER_LEN as usize).await;
+    let t = Trailer::from_fn(|f| {
+        let at = f.offset(layout, slot) - layout.trailer_offset(slot);
+        let w = match &raw {
+            Ok(b) => {
+                let w: [u8; 32] = b[at as usize..at as usize + 32].try_into().expect("one word");
+                if w == [0xFF; 32] { WordRead::Erased } else { WordRead::Clean(w) }
+            }
+            Err(_) => WordRead::Indeterminate,
+        };
+        WordState::of(w, f)
+    });
+    let word = |yes: bool, name: &str| if yes { name.to_string() } else { format!("not {name}") };
+    let selected = match t.selected {
+        WordState::Set => "selected".to_string(),
+        WordState::Unset => "not selected".to_string(),
+        WordState::Indeterminate => "selected: garbage".to_string(),
+    };
+    let confirmed = match (t.confirm_proven(), t.is_confirmed()) {
+        (true, _) => "confirmed".to_string(),
+        (false, true) => "confirmed (not proven)".to_string(),
+        _ => "not confirmed".to_string(),
+    };
+    let t = format!("slot {slot} trailer: {}, {selected}, {confirmed}", word(t.is_committed(), "committed"));
     c.event(t.clone());
     Ok(t)
 }
@@ -189,11 +203,10 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
     check(refused, || "a build linked for slot B was accepted for slot A".into())?;
     let mut body = wrong;
     body.resize(body.len().next_multiple_of(layout.word as usize), 0xFF);
-    let committed = boot_core::trailer::Flag::Committed;
-    let forced = vec![
-        (layout.slot_address(SlotId::A), body),
-        (layout.flash_base + committed.offset(&layout, SlotId::A), committed.pattern().to_vec()),
-    ];
+    let mut forced = vec![(layout.slot_address(SlotId::A), body)];
+    for f in boot_core::trailer::provisioned(false) {
+        forced.push((layout.flash_base + f.offset(&layout, SlotId::A), f.pattern().to_vec()));
+    }
     flash_set(c, "v7 linked for slot B written into slot A by hand, committed", forced).await?;
     expect_app(c, &layout, 2, SlotId::B).await?;
     let t = trailer(c, &layout, SlotId::A).await?;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use boot_core::flash::{EccRead, ReadCheck};
 use boot_core::layout::{H723, Layout, SlotId};
 use boot_core::{Decision, RecoveryReason, SlotVerdict};
 use bootproof_fixtures::BoardProfile;
@@ -144,6 +145,14 @@ impl ReadNorFlash for TwinFlash<'_> {
     }
     fn capacity(&self) -> usize {
         self.layout.flash_size as usize
+    }
+}
+
+impl EccRead for TwinFlash<'_> {
+    /// The twin's flash reports double errors (torn words) only; a single-error correction is
+    /// not modelled at this level, so every successful read is clean.
+    fn read_checked(&mut self, offset: u32, bytes: &mut [u8]) -> Result<ReadCheck, TwinFlashError> {
+        self.read(offset, bytes).map(|()| ReadCheck::Clean)
     }
 }
 
