@@ -4,6 +4,7 @@
 //! test hooks used to prove the safe state on every exit path ([`inject`]). The `bootproof`
 //! binary (src/main.rs and src/cli/) is thin glue over it.
 
+pub mod firmware;
 pub mod flash;
 pub mod inject;
 pub mod rom;

@@ -18,6 +18,7 @@
 //! Architecture invariant: nothing outside `rig::hw` names rppal, probe-rs, socketcan or
 //! serialport; scenarios see only these traits.
 
+pub mod beacon;
 pub mod can;
 pub mod console;
 mod error;
@@ -28,6 +29,7 @@ pub mod open;
 pub mod probe;
 pub mod safe;
 pub mod stm32rom;
+pub mod symbols;
 pub mod time;
 
 #[cfg(feature = "hw")]

@@ -217,14 +217,16 @@ impl Layout {
         Ok(())
     }
 
-    /// The `MEMORY` block of a `memory.x` for code linked into slot `s` (the application), or
-    /// for the bootloader with `None`. Firmware linker scripts must agree with this text
-    /// (checked by a test).
+    /// The `MEMORY` block of a `memory.x` for code linked where `to` says. Firmware linker
+    /// scripts must agree with this text (the firmware's build scripts generate theirs from it).
     #[cfg(feature = "std")]
-    pub fn memory_x(&self, s: Option<SlotId>) -> std::string::String {
-        let (what, origin, len) = match s {
-            None => ("the bootloader".into(), self.flash_base, self.bootloader.size),
-            Some(s) => (
+    pub fn memory_x(&self, to: LinkFor) -> std::string::String {
+        let (what, origin, len) = match to {
+            LinkFor::Bootloader => ("the bootloader".into(), self.flash_base, self.bootloader.size),
+            LinkFor::WholeFlash => {
+                ("an application at the start of flash, with no bootloader".into(), self.flash_base, self.flash_size)
+            }
+            LinkFor::Slot(s) => (
                 std::format!(
                     "slot {s}: after the {:#x}-byte image header; the slot trailer is excluded",
                     self.header_size
@@ -239,6 +241,17 @@ impl Layout {
         )
         .replace("0X", "0x")
     }
+}
+
+/// Where a firmware binary is linked (see [`Layout::memory_x`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkFor {
+    /// The bootloader region at the start of flash.
+    Bootloader,
+    /// An application that owns all of flash (no bootloader; the vector table at the flash base).
+    WholeFlash,
+    /// An application in a slot, after the image header, before the trailer.
+    Slot(SlotId),
 }
 
 // The layout is checked at compile time.

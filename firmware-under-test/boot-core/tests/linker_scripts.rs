@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use boot_core::layout::{H723, SlotId};
+use boot_core::layout::{H723, LinkFor, SlotId};
 
 fn memory_x_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -24,13 +24,15 @@ fn memory_x_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn generated_memory_x_matches_the_layout_table() {
-    let bl = H723.memory_x(None);
+    let bl = H723.memory_x(LinkFor::Bootloader);
     assert!(bl.contains("FLASH : ORIGIN = 0x08000000, LENGTH = 0x20000"), "{bl}");
-    let a = H723.memory_x(Some(SlotId::A));
+    let a = H723.memory_x(LinkFor::Slot(SlotId::A));
     // Slot A: 0x08020000 + 0x400 header, 384 KiB − header − 512-byte trailer.
     assert!(a.contains("FLASH : ORIGIN = 0x08020400, LENGTH = 0x5FA00"), "{a}");
-    let b = H723.memory_x(Some(SlotId::B));
+    let b = H723.memory_x(LinkFor::Slot(SlotId::B));
     assert!(b.contains("FLASH : ORIGIN = 0x08080400, LENGTH = 0x5FA00"), "{b}");
+    let whole = H723.memory_x(LinkFor::WholeFlash);
+    assert!(whole.contains("FLASH : ORIGIN = 0x08000000, LENGTH = 0x100000"), "{whole}");
 }
 
 #[test]
@@ -44,11 +46,13 @@ fn firmware_linker_scripts_agree_with_the_layout() {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         let want = if text.contains("slot A") {
-            H723.memory_x(Some(SlotId::A))
+            H723.memory_x(LinkFor::Slot(SlotId::A))
         } else if text.contains("slot B") {
-            H723.memory_x(Some(SlotId::B))
+            H723.memory_x(LinkFor::Slot(SlotId::B))
+        } else if text.contains("no bootloader") {
+            H723.memory_x(LinkFor::WholeFlash)
         } else {
-            H723.memory_x(None)
+            H723.memory_x(LinkFor::Bootloader)
         };
         let block = |t: &str| t.lines().filter(|l| l.contains("ORIGIN")).map(str::trim).collect::<Vec<_>>().join("\n");
         assert_eq!(block(&text), block(&want), "{} disagrees with boot-core's layout", f.display());

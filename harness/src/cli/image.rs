@@ -104,41 +104,8 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>> {
 
 /// The application's bytes from its vector table on, checked against the slot.
 fn payload(input: &std::path::Path, layout: &Layout, slot: SlotId) -> Result<Vec<u8>> {
-    let vt = layout.vector_table(slot);
-    let img = FirmwareImage::load(input, Some(vt))?;
-    if img.start() != vt {
-        bail!(
-            "{} starts at {:#010x}, but slot {slot}'s vector table is at {vt:#010x}: link it with the slot-{slot} memory.x \
-             (boot-core's layout: FLASH ORIGIN = {vt:#010x})",
-            input.display(),
-            img.start()
-        );
-    }
-    // The reset vector must point into this slot: a raw binary carries no address, but its
-    // vector table says where it was linked.
-    let first = &img.segments[0].data;
-    if first.len() >= 8 {
-        let reset = u32::from_le_bytes([first[4], first[5], first[6], first[7]]) & !1;
-        let linked = layout.slot_containing(reset);
-        if linked != Some(slot) {
-            bail!(
-                "{}: its reset vector {reset:#010x} is {}, not in slot {slot}: it is linked for another address; \
-                 link it with the slot-{slot} memory.x (FLASH ORIGIN = {vt:#010x})",
-                input.display(),
-                match linked {
-                    Some(s) => format!("in slot {s}"),
-                    None => "outside both slots".to_string(),
-                }
-            );
-        }
-    }
-    let end = img.segments.last().map(|s| s.end()).unwrap_or(vt as u64);
-    let mut out = vec![0xFFu8; (end - vt as u64) as usize];
-    for seg in &img.segments {
-        let at = (seg.address - vt) as usize;
-        out[at..at + seg.data.len()].copy_from_slice(&seg.data);
-    }
-    Ok(out)
+    let img = FirmwareImage::load(input, Some(layout.vector_table(slot)))?;
+    bootproof::firmware::slot_payload(&img, layout, slot).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn write_provision_hex(path: &std::path::Path, segments: &[(u32, Vec<u8>)]) -> Result<()> {

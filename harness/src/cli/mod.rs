@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod firmware;
 mod flash;
 mod image;
 mod lines;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Build and inspect images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// bootproof's own board firmware: build it, report its size.
+    #[command(subcommand)]
+    Firmware(firmware::FirmwareCommand),
     /// Run a simulated board for outside tools.
     #[command(subcommand)]
     Twin(TwinCommand),
@@ -277,7 +281,7 @@ async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Session> {
 /// a rig.
 pub fn virtual_time(cli: &Cli) -> bool {
     match cli.command {
-        Command::Twin(_) | Command::Image(_) => false,
+        Command::Twin(_) | Command::Image(_) | Command::Firmware(_) => false,
         Command::Suite(_) => cli.rig.is_none(),
         _ => cli.twin.is_some(),
     }
@@ -297,6 +301,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Suite(a) => suite::suite(&cli, a).await,
         Command::Flash(a) => flash::flash(&cli, a).await,
         Command::Image(c) => image::run(c),
+        Command::Firmware(c) => firmware::run(c),
     }
 }
 

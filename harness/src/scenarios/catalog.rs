@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use bootproof_fixtures::{Capability, Level, ResetKind, RomTransportKind};
 use bootproof_rig::CanEvent;
+use bootproof_rig::beacon::{Beacon, Canary, Stage as BeaconStage};
 use bootproof_rig::image::FirmwareImage;
 
-use super::{Body, Ctx, Outcome, Scenario, ScenarioError, Stage, check};
+use super::{AppImage, Body, Ctx, Outcome, Scenario, ScenarioError, Stage, check};
+use crate::firmware::AppBuild;
 use crate::flash::{self, FlashOptions, FlashReport};
 use crate::rom::RomClient;
 
@@ -63,19 +65,55 @@ pub static ALL: [Scenario; 6] = [
     },
 ];
 
-/// The application image to flash: the stand-in app on the twin, `--app-image` on hardware.
-fn app_image(c: &Ctx<'_>, version: u32) -> Result<FirmwareImage, Outcome> {
-    if let Some(img) = &c.opts.app_image {
-        return Ok(img.clone());
-    }
-    if c.opts.twin {
-        let b = c.rig.board();
-        return Ok(bootproof_twin::standin::image(b, b.flash.base, version, 4096));
-    }
-    Err(Outcome::Skip(
-        "needs an application image that runs on this board (--app-image); the stand-in app runs only on the twin"
-            .into(),
-    ))
+/// The application for the start of flash, or the skip saying why there is none.
+macro_rules! app_or_skip {
+    ($c:expr) => {
+        match $c.app(AppBuild::Flash)? {
+            AppImage::Image(i) => i,
+            AppImage::None(why) => return Ok(Outcome::Skip(why)),
+        }
+    };
+}
+
+/// Check that the beacon is the application's, from the start of flash.
+fn check_app(b: &Beacon, image: &FirmwareImage) -> Result<(), ScenarioError> {
+    check(b.stage == BeaconStage::Application && b.vector_table == image.start(), || {
+        format!(
+            "expected the application at {:#010x}, but the beacon says {} at {:#010x}",
+            image.start(),
+            b.stage.name(),
+            b.vector_table
+        )
+    })
+}
+
+/// Check the reset flags a beacon reports against the profile's value for `kind`.
+fn check_flags(c: &Ctx<'_>, b: &Beacon, kind: ResetKind, exact: bool) -> Result<(), ScenarioError> {
+    let p = c.rig.board();
+    let want = p.reset.value_for(kind);
+    let ok = if exact { b.reset_flags == want } else { b.reset_flags & want == want };
+    check(ok, || {
+        format!(
+            "the application read {} = {:#010x} ({}), but after a {kind} the profile expects {}{want:#010x} ({})",
+            p.reset.register_name,
+            b.reset_flags,
+            p.reset.decode(b.reset_flags).join("|"),
+            if exact { "" } else { "at least " },
+            p.reset.decode(want).join("|")
+        )
+    })
+}
+
+/// Check what the RAM canary said.
+fn check_canary(b: &Beacon, want: Canary, boots: u16) -> Result<(), ScenarioError> {
+    check(b.canary == want && b.boots == boots, || {
+        format!(
+            "expected the RAM canary {} at boot {boots}, the application found it {} at boot {}",
+            want.name(),
+            b.canary.name(),
+            b.boots
+        )
+    })
 }
 
 fn describe(r: &FlashReport) -> String {
@@ -122,10 +160,7 @@ async fn seed_loop(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
             b.name
         )));
     };
-    let image = match app_image(c, 2) {
-        Ok(i) => i,
-        Err(skip) => return Ok(skip),
-    };
+    let image = app_or_skip!(c);
     // 1. BOOT0 high, then NRST: the ROM bootloader runs. BOOT0 stays high (the relay latch).
     c.boot0(Level::High).await?;
     c.nrst().await?;
@@ -139,21 +174,28 @@ async fn seed_loop(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
         r
     };
     check(report.verified, || "the flash was not verified".into())?;
-    // 3. Go: the app runs, without a reset.
+    // 3. Go: the app runs, without a reset: it still sees the NRST that entered the ROM.
     let entry = image.start();
+    c.drain().await?;
     RomClient::open(c.rig, Some(kind))?.go(entry).await?;
     c.event(format!("Go {entry:#010x}"));
     c.expect_stage(Stage::App).await?;
-    c.expect_announcement().await?;
+    let first = c.expect_beacon().await?;
+    check_app(&first, &image)?;
+    check_flags(c, &first, ResetKind::Pin, false)?;
     // 4. NRST with BOOT0 still high: back in the ROM bootloader (the forum thread's trap).
     c.nrst().await?;
     c.expect_stage(Stage::Rom).await?;
     rom_id(c, Some(kind)).await?;
-    // 5. BOOT0 low + NRST: the app runs.
+    // 5. BOOT0 low + NRST: the app runs; it cleared the flags last time, so exactly NRST's are
+    //    set, and its RAM canary survived two resets and a session in the ROM bootloader.
     c.boot0(Level::Low).await?;
     c.nrst().await?;
     c.expect_stage(Stage::App).await?;
-    c.expect_announcement().await?;
+    let b = c.expect_beacon().await?;
+    check_app(&b, &image)?;
+    check_flags(c, &b, ResetKind::Pin, true)?;
+    check_canary(&b, Canary::Retained, first.boots.saturating_add(1))?;
     Ok(Outcome::Pass)
 }
 
@@ -214,6 +256,34 @@ async fn reset_vs_power_on(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
     check(!kept, || {
         "the RAM marker survived a power cycle: did the supply really switch off (discharge time)?".into()
     })?;
+
+    // The application's own view: it reads and clears the flags at every boot and keeps a RAM
+    // canary.
+    let image = match c.app(AppBuild::Flash)? {
+        AppImage::Image(i) => i,
+        AppImage::None(why) => {
+            c.event(format!("the application's view is not checked: {why}"));
+            return Ok(Outcome::Pass);
+        }
+    };
+    c.boot0(Level::Low).await?;
+    c.drain().await?;
+    c.rig.probe()?.flash(&image, &mut |_| {}).await?;
+    // Not the probe's reset: on a part with the empty-check latch it still enters the ROM.
+    c.event(format!("probe flashed {}", image.name));
+    c.power_cycle().await?;
+    let b = c.expect_beacon().await?;
+    check_app(&b, &image)?;
+    check_flags(c, &b, ResetKind::PowerOn, true)?;
+    check_canary(&b, Canary::Cold, 1)?;
+    c.nrst().await?;
+    let b = c.expect_beacon().await?;
+    check_flags(c, &b, ResetKind::Pin, true)?;
+    check_canary(&b, Canary::Retained, 2)?;
+    c.power_cycle().await?;
+    let b = c.expect_beacon().await?;
+    check_flags(c, &b, ResetKind::PowerOn, true)?;
+    check_canary(&b, Canary::Cold, 1)?;
     Ok(Outcome::Pass)
 }
 
@@ -268,10 +338,7 @@ async fn blank_flash(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
             // The empty check boots the ROM bootloader with BOOT0 low.
             c.expect_stage(Stage::Rom).await?;
             rom_id(c, Some(kind)).await?;
-            let image = match app_image(c, 4) {
-                Ok(i) => i,
-                Err(skip) => return Ok(skip),
-            };
+            let image = app_or_skip!(c);
             let r = flash::flash_via_rom(c.rig, Some(kind), &image, &FlashOptions::default(), &mut |_| {}).await?;
             c.event(format!("flashed {} through the ROM bootloader: {}", image.name, describe(&r)));
             c.boot0(Level::Low).await?;
@@ -284,7 +351,7 @@ async fn blank_flash(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
                 c.power_cycle().await?;
                 c.expect_stage(Stage::App).await?;
             }
-            c.expect_announcement().await?;
+            check_app(&c.expect_beacon().await?, &image)?;
         }
     }
     Ok(Outcome::Pass)
@@ -299,10 +366,7 @@ async fn interrupted_transfer(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError>
     let Some(kind) = c.rom_transport() else {
         return Ok(Outcome::Skip("the rig reaches none of the board's ROM bootloader interfaces".into()));
     };
-    let image = match app_image(c, 5) {
-        Ok(i) => i,
-        Err(skip) => return Ok(skip),
-    };
+    let image = app_or_skip!(c);
     let b = c.board();
     let writes = flash::blocks(&image, b.flash.word.max(b.rom.write_alignment), b.flash.erased).len();
     let ks: Vec<usize> = if c.opts.exhaustive {
@@ -356,6 +420,6 @@ async fn interrupted_transfer(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError>
         c.power_cycle().await?;
     }
     c.expect_stage(Stage::App).await?;
-    c.expect_announcement().await?;
+    check_app(&c.expect_beacon().await?, &image)?;
     Ok(Outcome::Pass)
 }

@@ -26,6 +26,11 @@ use bootproof_rig::probe::CoreState;
 use bootproof_rig::time::Instant;
 use bootproof_rig::{CanEvent, Missing, Permissions, Rig, RigError};
 
+use bootproof_rig::beacon::{Beacon, CanListener, LineListener, Via};
+use bootproof_rig::console::SerialConfig;
+use bootproof_rig::image::FirmwareImage;
+
+use crate::firmware::{AppBuild, FirmwareError};
 use crate::flash::FlashError;
 use crate::rom::RomError;
 
@@ -58,6 +63,9 @@ pub enum ScenarioError {
     /// Flashing failure.
     #[error(transparent)]
     Flash(#[from] FlashError),
+    /// bootproof's firmware for the board could not be built or loaded.
+    #[error(transparent)]
+    Firmware(#[from] FirmwareError),
 }
 
 impl From<bootproof_rig::ProbeError> for ScenarioError {
@@ -88,24 +96,37 @@ pub fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), ScenarioEr
 pub struct RunOptions {
     /// Destructive operations allowed (mass erase). Always granted on the twin.
     pub permissions: Permissions,
-    /// Cut at every write command (twin) rather than a sample (hardware).
+    /// Cut after every write command rather than a sample (first, middle, last).
     pub exhaustive: bool,
-    /// The application image to flash, when the stand-in app cannot run (a physical board).
-    pub app_image: Option<bootproof_rig::image::FirmwareImage>,
-    /// Whether the board is the twin (the stand-in app runs only there).
-    pub twin: bool,
+    /// The application to flash instead of bootproof's own firmware for the board (it must
+    /// send the boot beacon, [`bootproof_rig::beacon`]); needed for boards bootproof has no
+    /// firmware for.
+    pub app_image: Option<FirmwareImage>,
+    /// The rig runs the twin's native model of bootproof's bootloader (until the bootloader
+    /// binary exists, signed-boot needs it).
+    pub native_bootloader: bool,
 }
 
 impl RunOptions {
-    /// Options for the twin: everything allowed, exhaustive, stand-in app.
+    /// Options for the twin: everything allowed, bootproof's firmware, the same sample of cut
+    /// points as on hardware (a ROM flash of the real application is some 380 write commands;
+    /// `--exhaustive` cuts after each).
     pub fn twin() -> Self {
         RunOptions {
             permissions: Permissions::none().allow_mass_erase(),
-            exhaustive: true,
+            exhaustive: false,
             app_image: None,
-            twin: true,
+            native_bootloader: true,
         }
     }
+}
+
+/// The application image to flash, or why there is none (a skip).
+pub enum AppImage {
+    /// The image.
+    Image(FirmwareImage),
+    /// No image for this board: the reason, for a skip.
+    None(String),
 }
 
 /// The boot stage the rig observes.
@@ -140,12 +161,24 @@ pub struct Ctx<'a> {
     pub opts: RunOptions,
     start: Instant,
     events: Vec<(Duration, String)>,
+    can_beacons: CanListener,
+    line_beacons: LineListener,
+    /// Where the application under test keeps its beacon in RAM (its `BOOTPROOF_BEACON`).
+    beacon_in_ram: Option<u32>,
 }
 
 impl<'a> Ctx<'a> {
     /// A context over `rig`.
     pub fn new(rig: &'a mut Rig, opts: RunOptions) -> Self {
-        Ctx { rig, opts, start: Instant::now(), events: Vec::new() }
+        Ctx {
+            rig,
+            opts,
+            start: Instant::now(),
+            events: Vec::new(),
+            can_beacons: CanListener::new(),
+            line_beacons: LineListener::new(),
+            beacon_in_ram: None,
+        }
     }
 
     /// The board profile.
@@ -174,6 +207,7 @@ impl<'a> Ctx<'a> {
 
     /// Pulse NRST (default hold).
     pub async fn nrst(&mut self) -> Result<(), ScenarioError> {
+        self.drain().await?;
         self.rig.reset()?.pulse_reset(None).await?;
         self.event("NRST pulse");
         Ok(())
@@ -181,6 +215,7 @@ impl<'a> Ctx<'a> {
 
     /// Power-cycle with the rig's discharge time.
     pub async fn power_cycle(&mut self) -> Result<(), ScenarioError> {
+        self.drain().await?;
         self.rig.power()?.power_cycle(None).await?;
         self.event("power cycle");
         Ok(())
@@ -232,29 +267,148 @@ impl<'a> Ctx<'a> {
         check(got == want, || format!("expected the {want}, but the board is {got}"))
     }
 
-    /// On the twin, also wait for the stand-in app's CAN announcement and record it.
-    pub async fn expect_announcement(&mut self) -> Result<(), ScenarioError> {
-        if !self.opts.twin || self.can_transport().is_none() {
-            return Ok(());
-        }
-        let b = self.rig.board().clone();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let can = self.rig.can()?;
-        while Instant::now() < deadline {
-            if let Ok(CanEvent::Frame(f)) = can.recv(Duration::from_millis(100)).await
-                && let Some(a) = bootproof_twin::standin::Announcement::parse(&f)
-            {
-                let flags = b.reset.decode(a.rsr).join("|");
-                self.event(format!(
-                    "app announced on CAN: stage {:#04x}, v{}, reset flags {flags}",
-                    a.stage, a.version
-                ));
-                return Ok(());
+    /// The application image for `build`: `--app-image` (for the start-of-flash build), else
+    /// bootproof's own firmware for the board, built on first use. A board with neither gives
+    /// [`AppImage::None`] (the scenario skips, saying so); a firmware that fails to build is an
+    /// error, never a skip.
+    pub fn app(&mut self, build: AppBuild) -> Result<AppImage, ScenarioError> {
+        let image = match (&self.opts.app_image, crate::firmware::for_board(self.rig.board())) {
+            (Some(img), _) if build == AppBuild::Flash => img.clone(),
+            (_, Some(fw)) => fw.image(build)?,
+            (_, None) => {
+                return Ok(AppImage::None(format!(
+                    "needs an application for {}: bootproof has no firmware for it; pass --app-image with a build that \
+                     sends the bootproof beacon",
+                    self.rig.board().name
+                )));
             }
+        };
+        // The beacon in RAM, for rigs (and firmware) without CAN or a console.
+        self.beacon_in_ram = bootproof_rig::symbols::Symbols::from_elf(&image.name, &image.raw)
+            .ok()
+            .and_then(|s| s.address_of(bootproof_rig::beacon::RAM_SYMBOL));
+        Ok(AppImage::Image(image))
+    }
+
+    /// Forget what CAN and the console delivered so far, so the next beacon is from the next
+    /// boot (called before every reset, power cycle, Go and probe flash). It waits for
+    /// [`QUIET`] of silence on both, at most [`DRAIN_MAX`]: a firmware may still be sending
+    /// its console line (8 ms at 115200) when its CAN beacon has already arrived.
+    pub async fn drain(&mut self) -> Result<(), ScenarioError> {
+        let start = Instant::now();
+        let mut last = Instant::now();
+        while last.elapsed() < QUIET && start.elapsed() < DRAIN_MAX {
+            if let Ok(can) = self.rig.can() {
+                while let Ok(CanEvent::Frame(_)) = can.recv(Duration::ZERO).await {
+                    last = Instant::now();
+                }
+            }
+            if let Ok(port) = self.rig.console() {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = port.raw().read(&mut buf, Duration::ZERO).await
+                    && n > 0
+                {
+                    last = Instant::now();
+                }
+                let _ = port.discard_input().await;
+            }
+            bootproof_rig::time::sleep(Duration::from_millis(2)).await;
         }
-        Err(ScenarioError::Check("the stand-in app did not announce itself on CAN within 2 s".into()))
+        self.can_beacons = CanListener::new();
+        self.line_beacons = LineListener::new();
+        // RAM keeps the last boot's beacon across a reset: clear it (a board that is off or
+        // in reset has no RAM to clear).
+        if let Some(at) = self.beacon_in_ram
+            && let Ok(probe) = self.rig.probe()
+        {
+            let _ = probe.write_memory(at, &[0u8; bootproof_rig::beacon::LEN]).await;
+        }
+        Ok(())
+    }
+
+    /// Wait for the next boot beacon on CAN or the console (the application's framing, 115200
+    /// 8N1), or, after [`PROBE_GRACE`] without one, in the application's RAM through the probe;
+    /// record it, and return it. No beacon within [`BEACON_WAIT`] fails the scenario; so does a
+    /// beacon that does not decode.
+    pub async fn expect_beacon(&mut self) -> Result<Beacon, ScenarioError> {
+        let has_can = self.rig.has(Capability::Can);
+        if let Ok(port) = self.rig.console()
+            && port.config() != APP_CONSOLE
+        {
+            port.configure(APP_CONSOLE).await.map_err(|e| ScenarioError::Rig(e.into()))?;
+        }
+        let start = Instant::now();
+        let deadline = start + BEACON_WAIT;
+        let poll = Duration::from_millis(5);
+        while Instant::now() < deadline {
+            if start.elapsed() >= PROBE_GRACE
+                && let Some(at) = self.beacon_in_ram
+                && let Ok(probe) = self.rig.probe()
+                && let Ok(raw) = probe.read_memory(at, bootproof_rig::beacon::LEN).await
+                && raw.iter().any(|b| *b != 0)
+            {
+                return self.seen(bootproof_rig::beacon::Beacon::decode(&raw), Via::Probe);
+            }
+            if has_can && let Ok(can) = self.rig.can() {
+                while let Ok(ev) = can.recv(Duration::ZERO).await {
+                    if let CanEvent::Frame(f) = ev
+                        && let Some(r) = self.can_beacons.feed(&f)
+                    {
+                        return self.seen(r, Via::Can);
+                    }
+                }
+            }
+            if let Ok(port) = self.rig.console() {
+                let mut buf = [0u8; 256];
+                if let Ok(n) = port.raw().read(&mut buf, Duration::ZERO).await
+                    && let Some(r) = self.line_beacons.feed(&buf[..n]).into_iter().next()
+                {
+                    return self.seen(r, Via::Console);
+                }
+            }
+            bootproof_rig::time::sleep(poll).await;
+        }
+        let ram = match (self.beacon_in_ram, self.rig.has(Capability::Probe)) {
+            (Some(at), true) => format!(", nor in RAM at {at:#010x}"),
+            _ => String::new(),
+        };
+        Err(ScenarioError::Check(format!(
+            "no boot beacon on {}{ram} within {BEACON_WAIT:?}: the application did not start, or does not send the bootproof beacon",
+            match (has_can, self.rig.has(Capability::Console)) {
+                (true, true) => "CAN or the console",
+                (true, false) => "CAN",
+                (false, true) => "the console",
+                (false, false) => "CAN or the console (the rig has neither)",
+            }
+        )))
+    }
+
+    fn seen(
+        &mut self,
+        r: Result<Beacon, bootproof_rig::beacon::DecodeError>,
+        via: Via,
+    ) -> Result<Beacon, ScenarioError> {
+        let b = r.map_err(|e| ScenarioError::Check(format!("a boot beacon on {via} does not decode: {e}")))?;
+        let flags = self.rig.board().reset.decode(b.reset_flags);
+        self.event(format!("beacon: {}", bootproof_rig::beacon::describe(&b, &flags)));
+        Ok(b)
     }
 }
+
+/// Silence on CAN and the console that ends [`Ctx::drain`].
+pub const QUIET: Duration = Duration::from_millis(20);
+/// The longest [`Ctx::drain`] waits for silence.
+pub const DRAIN_MAX: Duration = Duration::from_millis(250);
+
+/// How long to wait for a beacon on CAN or the console before also reading it from RAM.
+pub const PROBE_GRACE: Duration = Duration::from_millis(250);
+
+/// How long a boot may take to send its beacon (the application's clock and peripheral
+/// start-up, plus a bootloader's signature check).
+pub const BEACON_WAIT: Duration = Duration::from_secs(2);
+
+/// The console framing of bootproof's application (the ST-LINK virtual COM port).
+pub const APP_CONSOLE: SerialConfig = SerialConfig { baud: 115_200, parity: bootproof_rig::console::Parity::None };
 
 /// A running scenario body.
 pub type Body<'c> = Pin<Box<dyn Future<Output = Result<Outcome, ScenarioError>> + 'c>>;

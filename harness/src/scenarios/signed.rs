@@ -1,5 +1,10 @@
 //! `signed-boot`: bootproof's own bootloader (the boot core) on the board, through the probe
-//! and CAN only, so the same scenario runs on hardware once the bootloader firmware exists.
+//! and the beacon only, so the same scenario runs on hardware once the bootloader firmware
+//! exists. The applications in the slots are the real firmware (`app-slot-a`, `app-slot-b` and
+//! their `-noconfirm` builds), signed here; they confirm themselves through the boot core on
+//! the flash controller, and their beacons say what booted, whether it was a trial and whether
+//! it confirmed itself. The bootloader is still the twin's native model of it (the bootloader
+//! binary is the next issue), so the scenario needs [`super::RunOptions::native_bootloader`].
 //!
 //! 1. Factory image set: the bootloader (trusting the test key) and v1 in slot A, committed
 //!    and confirmed. v1 boots.
@@ -11,19 +16,16 @@
 //!    refuses, so it is written by hand). v2 keeps booting and none is selected.
 //! 5. Both slots erased: the bootloader stays in recovery and says so on CAN.
 
-use std::time::Duration;
-
 use boot_core::layout::{Layout, SlotId};
 use bootproof_fixtures::{Capability, Level};
-use bootproof_rig::CanEvent;
+use bootproof_rig::beacon::{Slot, Stage, flags};
 use bootproof_rig::image::{FirmwareImage, Segment};
-use bootproof_rig::time::Instant;
-use bootproof_twin::bootloader::{self, AppSpec, STAGE_RECOVERY};
-use bootproof_twin::standin::{Announcement, STAGE_APP};
+use bootproof_twin::bootloader;
 use fut_image::ImageVersion;
 use fut_image::keys::SigningKey;
 
 use super::{Ctx, Outcome, ScenarioError, check};
+use crate::firmware::AppBuild;
 
 const TEST_KEY_A: &str = include_str!("../../../fixtures/keys/test-ed25519-a.pem");
 const TEST_KEY_B: &str = include_str!("../../../fixtures/keys/test-ed25519-b.pem");
@@ -32,43 +34,20 @@ fn key(text: &str, name: &str) -> SigningKey {
     SigningKey::from_pem(text, std::path::Path::new(name)).expect("the committed test keys parse")
 }
 
-async fn drain_can(c: &mut Ctx<'_>) -> Result<(), ScenarioError> {
-    let can = c.rig.can()?;
-    while let Ok(CanEvent::Frame(_)) = can.recv(Duration::from_millis(1)).await {}
-    Ok(())
-}
-
-/// The next boot announcement on CAN within 2 s.
-async fn announcement(c: &mut Ctx<'_>) -> Result<Announcement, ScenarioError> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let can = c.rig.can()?;
-    while Instant::now() < deadline {
-        if let Ok(CanEvent::Frame(f)) = can.recv(Duration::from_millis(100)).await
-            && let Some(a) = Announcement::parse(&f)
-        {
-            return Ok(a);
-        }
-    }
-    Err(ScenarioError::Check("nothing announced itself on CAN within 2 s of the boot".into()))
-}
-
-fn slot_of(layout: &Layout, a: &Announcement) -> Option<SlotId> {
-    layout.slot_containing(a.vector_table + layout.header_size)
-}
-
-/// Expect the app `major` from `slot` to announce itself.
-async fn expect_app(c: &mut Ctx<'_>, layout: &Layout, major: u8, slot: SlotId) -> Result<(), ScenarioError> {
-    let a = announcement(c).await?;
-    let got = slot_of(layout, &a);
-    c.event(match (a.stage, got) {
-        (STAGE_APP, Some(s)) => format!("app v{} running from slot {s}", a.version),
-        (STAGE_RECOVERY, _) => "bootloader in recovery".into(),
-        (st, _) => format!("stage {st:#04x} at {:#010x}", a.vector_table),
-    });
-    check(a.stage == STAGE_APP && a.version == major && got == Some(slot), || {
+/// Expect the app `major` from `slot` to announce itself, with the beacon `flags`.
+async fn expect_app(c: &mut Ctx<'_>, major: u8, slot: SlotId, flags: u8) -> Result<(), ScenarioError> {
+    let b = c.expect_beacon().await?;
+    let want_slot = match slot {
+        SlotId::A => Slot::A,
+        SlotId::B => Slot::B,
+    };
+    check(b.stage == Stage::Application && b.version.major == major && b.slot == want_slot && b.flags == flags, || {
         format!(
-            "expected app v{major} from slot {slot}, got stage {:#04x} v{} at {:#010x}",
-            a.stage, a.version, a.vector_table
+            "expected app v{major} from slot {slot} with flags {flags:#04x}, got {} v{} from slot {} with flags {:#04x}",
+            b.stage.name(),
+            b.version,
+            b.slot.name(),
+            b.flags
         )
     })
 }
@@ -107,7 +86,7 @@ async fn trailer(c: &mut Ctx<'_>, layout: &Layout, slot: SlotId) -> Result<Strin
 }
 
 async fn flash_set(c: &mut Ctx<'_>, what: &str, segments: Vec<(u32, Vec<u8>)>) -> Result<(), ScenarioError> {
-    drain_can(c).await?;
+    c.drain().await?;
     let segs = segments.into_iter().map(|(address, data)| Segment { address, data }).collect();
     let img = FirmwareImage::from_segments(what, segs).map_err(|e| ScenarioError::Check(e.to_string()))?;
     c.rig.probe()?.flash(&img, &mut |_| {}).await?;
@@ -125,9 +104,12 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
     let Some(layout) = bootloader::layout_for(&b) else {
         return Ok(Outcome::Skip(format!("bootproof's bootloader is laid out for the STM32H723; {} differs", b.name)));
     };
-    if !c.opts.twin {
+    let Some(fw) = crate::firmware::for_board(&b) else {
+        return Ok(Outcome::Skip(format!("bootproof's firmware is for the NUCLEO-H723ZG; {} has none", b.name)));
+    };
+    if !c.opts.native_bootloader {
         return Ok(Outcome::Skip(
-            "needs bootproof's bootloader firmware on the board; until the firmware issue lands it runs only on the twin"
+            "needs bootproof's bootloader on the board: its binary is the next issue; today only the twin runs it (natively)"
                 .into(),
         ));
     }
@@ -141,9 +123,9 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
     }
     let ka = key(TEST_KEY_A, "fixtures/keys/test-ed25519-a.pem");
     let kb = key(TEST_KEY_B, "fixtures/keys/test-ed25519-b.pem");
-    let app = |slot, major: u8, counter, confirms, k: &SigningKey| {
-        let spec = AppSpec { slot, version: ImageVersion::new(major, 0, 0, 0), security_counter: counter, confirms };
-        bootloader::signed_app(&b, &layout, spec, k)
+    let app = |slot, major: u8, counter, confirms: bool, k: &SigningKey| {
+        let build = if confirms { AppBuild::Slot(slot) } else { AppBuild::SlotNoConfirm(slot) };
+        fw.signed(&layout, build, ImageVersion::new(major, 0, 0, 0), counter, k)
     };
 
     // 1. The factory image set.
@@ -156,48 +138,47 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
         .into_iter()
         .map(|s| (s.address, s.data))
         .collect::<Vec<_>>();
-    set.extend(install(&layout, SlotId::A, &app(SlotId::A, 1, 1, true, &ka), true)?);
+    set.extend(install(&layout, SlotId::A, &app(SlotId::A, 1, 1, true, &ka)?, true)?);
     flash_set(c, "the bootloader (trusting test key A) and v1 in slot A, committed and confirmed", set).await?;
-    expect_app(c, &layout, 1, SlotId::A).await?;
+    expect_app(c, 1, SlotId::A, 0).await?;
 
     // 2. A good update, as the updater leaves it: committed, not yet selected.
-    let v2 = app(SlotId::B, 2, 2, true, &ka);
+    let v2 = app(SlotId::B, 2, 2, true, &ka)?;
     flash_set(c, "v2 (security counter 2) in slot B, committed", install(&layout, SlotId::B, &v2, false)?).await?;
-    expect_app(c, &layout, 2, SlotId::B).await?;
-    bootproof_rig::time::sleep(Duration::from_millis(200)).await;
+    expect_app(c, 2, SlotId::B, flags::TRIAL | flags::CONFIRMED).await?;
     let t = trailer(c, &layout, SlotId::B).await?;
     check(t.ends_with("committed, selected, confirmed"), || format!("v2 did not confirm itself: {t}"))?;
     c.nrst().await?;
-    expect_app(c, &layout, 2, SlotId::B).await?;
+    expect_app(c, 2, SlotId::B, 0).await?;
 
     // 3. A broken update: one trial, then back to v2.
-    let v3 = app(SlotId::A, 3, 2, false, &ka);
+    let v3 = app(SlotId::A, 3, 2, false, &ka)?;
     flash_set(c, "v3 (never confirms) in slot A, committed", install(&layout, SlotId::A, &v3, false)?).await?;
-    expect_app(c, &layout, 3, SlotId::A).await?;
+    expect_app(c, 3, SlotId::A, flags::TRIAL).await?;
     c.nrst().await?;
-    expect_app(c, &layout, 2, SlotId::B).await?;
+    expect_app(c, 2, SlotId::B, 0).await?;
     let t = trailer(c, &layout, SlotId::A).await?;
     check(t.ends_with("committed, selected, not confirmed"), || format!("v3's failed trial is not recorded: {t}"))?;
     c.nrst().await?;
-    expect_app(c, &layout, 2, SlotId::B).await?;
+    expect_app(c, 2, SlotId::B, 0).await?;
 
     // 4. Bad images, each committed in slot A (as a probe or a bug could leave them).
-    let mut corrupted = app(SlotId::A, 4, 2, true, &ka);
+    let mut corrupted = app(SlotId::A, 4, 2, true, &ka)?;
     corrupted[0x400 + 0x200] ^= 0x01;
     let bad: [(&str, Vec<u8>); 3] = [
         ("v4 with one payload bit flipped", corrupted),
-        ("v5 with security counter 1, below the stored 2", app(SlotId::A, 5, 1, true, &ka)),
-        ("v6 signed with test key B, which the bootloader does not trust", app(SlotId::A, 6, 2, true, &kb)),
+        ("v5 with security counter 1, below the stored 2", app(SlotId::A, 5, 1, true, &ka)?),
+        ("v6 signed with test key B, which the bootloader does not trust", app(SlotId::A, 6, 2, true, &kb)?),
     ];
     for (what, img) in bad {
         flash_set(c, &format!("{what} in slot A, committed"), install(&layout, SlotId::A, &img, false)?).await?;
-        expect_app(c, &layout, 2, SlotId::B).await?;
+        expect_app(c, 2, SlotId::B, 0).await?;
         let t = trailer(c, &layout, SlotId::A).await?;
         check(t.contains("not selected"), || format!("a rejected image was selected: {t}"))?;
     }
     // A build linked for slot B placed in slot A. The host's provisioning refuses it, so
     // write it as a probe or a bug could: its bytes at slot A's base plus a committed word.
-    let wrong = app(SlotId::B, 7, 2, true, &ka);
+    let wrong = app(SlotId::B, 7, 2, true, &ka)?;
     let refused = install(&layout, SlotId::A, &wrong, false).is_err();
     c.event(format!("provisioning a slot-B build for slot A: {}", if refused { "refused" } else { "ACCEPTED" }));
     check(refused, || "a build linked for slot B was accepted for slot A".into())?;
@@ -208,24 +189,18 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
         forced.push((layout.flash_base + f.offset(&layout, SlotId::A), f.pattern().to_vec()));
     }
     flash_set(c, "v7 linked for slot B written into slot A by hand, committed", forced).await?;
-    expect_app(c, &layout, 2, SlotId::B).await?;
+    expect_app(c, 2, SlotId::B, 0).await?;
     let t = trailer(c, &layout, SlotId::A).await?;
     check(t.contains("not selected"), || format!("an image linked for another slot was selected: {t}"))?;
 
     // 5. Nothing valid: recovery.
-    drain_can(c).await?;
     for slot in SlotId::ALL {
         let r = layout.slot(slot);
         c.rig.probe()?.erase_range(layout.flash_base + r.offset, layout.flash_base + r.end()).await?;
     }
     c.event("probe erased slots A and B");
     c.nrst().await?;
-    let a = announcement(c).await?;
-    c.event(if a.stage == STAGE_RECOVERY {
-        "bootloader in recovery".to_string()
-    } else {
-        format!("stage {:#04x}", a.stage)
-    });
-    check(a.stage == STAGE_RECOVERY, || "with no valid image the bootloader did not stay in recovery".into())?;
+    let a = c.expect_beacon().await?;
+    check(a.stage == Stage::Recovery, || "with no valid image the bootloader did not stay in recovery".into())?;
     Ok(Outcome::Pass)
 }

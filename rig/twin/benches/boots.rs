@@ -57,7 +57,7 @@ async fn cycles(target: Target, n: u32) -> (Duration, Duration) {
             }
             Target::App => loop {
                 match rig.can().unwrap().recv(Duration::from_secs(1)).await.unwrap() {
-                    CanEvent::Frame(f) if standin::Announcement::parse(&f).is_some() => break,
+                    CanEvent::Frame(f) if bootproof_rig::beacon::CanListener::new().feed(&f).is_some() => break,
                     _ => {}
                 }
             },

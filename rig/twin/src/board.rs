@@ -62,8 +62,9 @@ pub enum Rdp {
     Level1,
 }
 
+/// A flash operation in flight (torn if a reset or power cut lands before it completes).
 #[derive(Debug, Clone)]
-enum Pending {
+pub(crate) enum Pending {
     Program { addr: u32, word: Vec<u8> },
     Erase { sector: u32 },
     Mass,
@@ -98,10 +99,11 @@ pub struct State {
     pub core: Core,
     /// RTT up-channel bytes, when the running firmware has RTT.
     pub rtt: Option<VecDeque<u8>>,
-    pending: Option<Pending>,
+    pub(crate) pending: Option<Pending>,
     task: Option<tokio::task::AbortHandle>,
     can_nodes: Vec<CanPortId>,
     deferred_boot: Option<u32>,
+    go_pending: bool,
 }
 
 type CanPortId = u64;
@@ -126,6 +128,7 @@ pub struct Board {
     record: bool,
     epoch: Instant,
     halted: watch::Sender<bool>,
+    strict_mmio: std::sync::atomic::AtomicBool,
     me: Weak<Board>,
 }
 
@@ -172,6 +175,7 @@ impl Board {
                 task: None,
                 can_nodes: Vec::new(),
                 deferred_boot: None,
+                go_pending: false,
             }),
             profile,
             can,
@@ -181,6 +185,7 @@ impl Board {
             record,
             epoch: Instant::now(),
             halted: watch::channel(false).0,
+            strict_mmio: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -188,6 +193,11 @@ impl Board {
     /// The board profile.
     pub fn profile(&self) -> &Arc<BoardProfile> {
         &self.profile
+    }
+
+    /// Emulated firmware: accesses outside the peripheral models fault (strict) or are logged.
+    pub fn set_strict_mmio(&self, strict: bool) {
+        self.strict_mmio.store(strict, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The CAN bus the board's controller attaches to.
@@ -214,6 +224,17 @@ impl Board {
         if self.record {
             let at = self.epoch.elapsed();
             self.events.lock().unwrap_or_else(|e| e.into_inner()).push(Event { at, what: what.into() });
+        }
+    }
+
+    /// Record an event that happened at `at` (the emulated core's cycle-exact time; not later
+    /// than now). Events stay in time order.
+    pub(crate) fn log_at(&self, at: Instant, what: impl Into<String>) {
+        if self.record {
+            let at = at.saturating_duration_since(self.epoch);
+            let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            let pos = events.iter().rposition(|e| e.at <= at).map_or(0, |i| i + 1);
+            events.insert(pos, Event { at, what: what.into() });
         }
     }
 
@@ -315,7 +336,7 @@ impl Board {
             None => {}
         }
         self.stop_firmware(st);
-        let _ = self.halted.send(false);
+        self.halted.send_replace(false);
     }
 
     fn stop_firmware(&self, st: &mut State) {
@@ -367,7 +388,7 @@ impl Board {
         self.start_at(st, addr);
     }
 
-    fn lock_up(&self, st: &mut State, pc: u32, why: String) {
+    pub(crate) fn lock_up(&self, st: &mut State, pc: u32, why: String) {
         self.log(format!("core locked up: {why}"));
         st.core = Core { run: Run::LockedUp, pc, what: why };
     }
@@ -400,9 +421,6 @@ impl Board {
         }
         let sp = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
         let reset = u32::from_le_bytes([v[4], v[5], v[6], v[7]]);
-        if sp == 0xFFFF_FFFF && reset == 0xFFFF_FFFF {
-            return self.lock_up(st, 0xFFFF_FFFE, format!("blank flash at boot address {vt:#010x}"));
-        }
         if let Some((desc, fw)) = self.identify(st, vt) {
             st.core = Core { run: Run::Running, pc: reset & !1, what: format!("{} v{}", desc.name, desc.version) };
             self.log(format!("running {} v{} from {vt:#010x}", desc.name, desc.version));
@@ -411,19 +429,15 @@ impl Board {
             self.spawn(st, async move { fw.run(mcu, boot).await });
             return;
         }
-        let sp_ok = profile.ram.iter().any(|r| sp > r.base && sp <= r.base + r.size) && sp % 4 == 0;
-        let reset_ok =
-            reset & 1 == 1 && (profile.flash.contains(reset & !1) || profile.ram_region(reset & !1, 2).is_some());
-        if sp_ok && reset_ok {
-            st.core = Core { run: Run::Running, pc: reset & !1, what: format!("unknown firmware at {vt:#010x}") };
-            self.log(format!("running unknown firmware at {vt:#010x} (SP {sp:#010x}, reset {reset:#010x})"));
-        } else {
-            self.lock_up(
-                st,
-                reset & !1,
-                format!("implausible vector table at {vt:#010x} (SP {sp:#010x}, reset {reset:#010x})"),
-            );
-        }
+        // Real firmware, or whatever the vector table holds (a blank one included): the
+        // emulated core executes it, and faults and locks up as the silicon does.
+        st.core = Core { run: Run::Running, pc: reset & !1, what: format!("firmware at {vt:#010x} (emulated)") };
+        self.log(format!("running firmware at {vt:#010x} on the emulated core (SP {sp:#010x}, reset {reset:#010x})"));
+        let mcu = Mcu { board: self.arc(), era: st.generation };
+        let entry = if st.go_pending { crate::emu::Entry::Go } else { crate::emu::Entry::Reset };
+        st.go_pending = false;
+        let strict = self.strict_mmio.load(std::sync::atomic::Ordering::Relaxed);
+        self.spawn(st, crate::emu::run(mcu, vt, entry, strict));
     }
 
     fn identify(&self, st: &State, vt: u32) -> Option<(Descriptor, Arc<dyn crate::firmware::Firmware>)> {
@@ -456,7 +470,9 @@ impl Board {
         }
         self.uart.set_board_rx(BoardRx::Closed);
         self.log(format!("Go {vt:#010x} (no reset: reset flags kept)"));
+        st.go_pending = !self.profile.is_system_memory(vt);
         self.start_at(&mut st, vt);
+        st.go_pending = false;
         Ok(())
     }
 
@@ -500,7 +516,7 @@ impl Board {
         Err(McuError::BusFault(addr))
     }
 
-    fn system_memory_byte(&self, addr: u32) -> u8 {
+    pub(crate) fn system_memory_byte(&self, addr: u32) -> u8 {
         let p = &self.profile;
         if addr == p.identity.bootloader_id_address {
             return p.identity.bootloader_version;
@@ -637,7 +653,7 @@ impl Board {
         }
         if st.core.run == Run::Running {
             st.core.run = Run::Halted;
-            let _ = self.halted.send(true);
+            self.halted.send_replace(true);
             self.log("core halted by debugger");
         }
         Some(st.generation)
@@ -653,7 +669,7 @@ impl Board {
         }
         if st.core.run == Run::Halted {
             st.core.run = Run::Running;
-            let _ = self.halted.send(false);
+            self.halted.send_replace(false);
             self.log("core resumed");
         }
     }
@@ -743,6 +759,11 @@ impl Mcu {
     /// Whether this firmware is still the one running.
     pub fn alive(&self) -> bool {
         self.board.state().generation == self.era
+    }
+
+    /// [`Mcu::alive`] with the state already locked.
+    pub(crate) fn alive_in(&self, st: &State) -> bool {
+        st.generation == self.era && st.powered
     }
 
     fn check(&self) -> Result<(), McuError> {

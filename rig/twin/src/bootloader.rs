@@ -13,7 +13,7 @@
 //! At every boot the bootloader firmware runs [`boot_core::decide`] over the twin's flash,
 //! prints its verdict on the console (115200 8N1) and RTT, and jumps to the chosen image's
 //! vector table (no reset: reset flags kept), or stays in recovery and announces it on CAN
-//! ([`STAGE_RECOVERY`] in the [`ANNOUNCE_ID`](crate::standin::ANNOUNCE_ID) frame). A stand-in
+//! (a [`bootproof_beacon`] beacon with stage `recovery`). A stand-in
 //! app built with [`APP_CONFIRMS`] confirms its own slot after announcing itself; one built
 //! without it never does (a broken update: the next boot reverts).
 //!
@@ -29,7 +29,6 @@ use boot_core::flash::{EccRead, ReadCheck};
 use boot_core::layout::{H723, Layout, SlotId};
 use boot_core::{Decision, RecoveryReason, SlotVerdict};
 use bootproof_fixtures::BoardProfile;
-use bootproof_rig::CanBus;
 use bootproof_rig::image::FirmwareImage;
 use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
 use fut_image::keys::SigningKey;
@@ -38,7 +37,7 @@ use fut_image::{Ed25519Verify, ImageVersion, TrustedKey};
 
 use crate::board::{Mcu, McuError};
 use crate::firmware::{Boot, DESCRIPTOR_LEN, DESCRIPTOR_OFFSET, Descriptor, Firmware, kind};
-use crate::standin::{ANNOUNCE_ID, Announcement, CONSOLE, app_can_rates, firmware_image, frame, say};
+use crate::standin::{CONSOLE, announce, app_can_rates, firmware_image, say};
 use crate::uart::BoardRx;
 
 /// Offset of the trusted-key table from the vector table (right after the descriptor).
@@ -49,8 +48,6 @@ pub const KEYS_MAGIC: [u8; 8] = *b"BPKEYS\0\0";
 pub const MAX_KEYS: usize = 4;
 /// Stand-in app descriptor flag: the app confirms its slot after it announces itself.
 pub const APP_CONFIRMS: u16 = 0x0001;
-/// Stage code the bootloader announces when it stays in recovery.
-pub const STAGE_RECOVERY: u8 = 0x01;
 /// Time a boot decision spends verifying (SHA-256 and Ed25519 on a Cortex-M7: SEGGER measures
 /// 35 ms for an Ed25519 verify on an H753 at 400 MHz).
 pub const VERIFY_TIME: Duration = Duration::from_millis(40);
@@ -283,11 +280,17 @@ impl Firmware for BootloaderFirmware {
         if let Some(r) = app_can_rates(&p)
             && let Ok(mut port) = mcu.can(r)
         {
-            let a =
-                Announcement { stage: STAGE_RECOVERY, version: 0, rsr: mcu.reset_flags(), vector_table: p.flash.base };
-            if let Some(f) = frame(r, ANNOUNCE_ID, &a.encode()) {
-                let _ = port.send(&f).await;
-            }
+            let beacon = bootproof_beacon::Beacon {
+                stage: bootproof_beacon::Stage::Recovery,
+                slot: bootproof_beacon::Slot::None,
+                version: bootproof_beacon::Version { major: 1, ..Default::default() },
+                reset_flags: mcu.reset_flags(),
+                vector_table: p.flash.base,
+                canary: bootproof_beacon::Canary::Cold,
+                flags: 0,
+                boots: 0,
+            };
+            announce(&mut port, r, &beacon).await;
             loop {
                 if mcu.sleep(Duration::from_secs(1)).await.is_err() {
                     return;

@@ -158,6 +158,11 @@ impl CanPort {
     pub fn try_recv(&mut self) -> Option<CanEvent> {
         self.rx.try_recv().ok()
     }
+
+    /// The next frame or bus event (`None`: the bus is gone).
+    pub async fn next_event(&mut self) -> Option<CanEvent> {
+        self.rx.recv().await
+    }
 }
 
 impl Drop for CanPort {

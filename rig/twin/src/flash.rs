@@ -66,6 +66,7 @@ pub struct FlashArray {
     protected: Vec<bool>,
     erase_counts: Vec<u64>,
     program_count: u64,
+    version: u64,
 }
 
 impl FlashArray {
@@ -85,6 +86,7 @@ impl FlashArray {
             protected: vec![false; n],
             erase_counts: vec![0; n],
             program_count: 0,
+            version: 0,
         }
     }
 
@@ -190,9 +192,15 @@ impl FlashArray {
         Ok(())
     }
 
+    /// Changes whenever the contents change (for decoded-code caches).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Program one word at `addr` (aligned, `data.len() == word`).
     pub fn program_word(&mut self, addr: u32, data: &[u8]) -> Result<(), FlashFault> {
         self.check_program(addr, data.len())?;
+        self.version += 1;
         debug_assert_eq!(data.len(), self.word as usize);
         let i = self.word_index(addr);
         let off = (addr - self.base) as usize;
@@ -216,6 +224,7 @@ impl FlashArray {
         if self.is_protected(index) {
             return Err(FlashFault::WriteProtected(index));
         }
+        self.version += 1;
         let off = (s.start - self.base) as usize;
         self.data[off..off + s.size as usize].fill(self.erased);
         let first = self.word_index(s.start);
@@ -227,6 +236,7 @@ impl FlashArray {
 
     /// A program of the word at `addr` was cut: the word is left half-programmed.
     pub fn tear_word(&mut self, addr: u32, data: &[u8]) {
+        self.version += 1;
         let i = self.word_index(addr);
         let off = (addr - self.base) as usize;
         // Half the bits made it.
@@ -243,6 +253,7 @@ impl FlashArray {
 
     /// An erase of sector `index` was cut: contents indeterminate until erased again.
     pub fn tear_sector(&mut self, index: u32) {
+        self.version += 1;
         let s = self.sectors[index as usize];
         let first = self.word_index(s.start);
         let n = (s.size / self.word) as usize;

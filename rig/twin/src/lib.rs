@@ -15,6 +15,7 @@
 pub mod board;
 pub mod bootloader;
 pub mod bus;
+pub mod emu;
 pub mod firmware;
 pub mod flash;
 mod mem;
@@ -63,6 +64,9 @@ pub struct TwinOptions {
     /// microsecond-exact virtual time under a paused tokio clock (tests, `bootproof suite`), 1 for
     /// real time (`bootproof twin serve`). Applied to the creating thread.
     pub time_scale: u32,
+    /// Emulated firmware: an access to an address no peripheral model covers is a bus fault
+    /// (strict) instead of a logged read-as-zero / ignored write (lenient, the default).
+    pub strict_mmio: bool,
 }
 
 impl TwinOptions {
@@ -80,6 +84,7 @@ impl TwinOptions {
             record_events: true,
             registry: Registry::builtin(),
             time_scale: bootproof_rig::time::VIRTUAL_SCALE,
+            strict_mmio: false,
         }
     }
 }
@@ -140,6 +145,7 @@ impl Twin {
             opts.registry.clone(),
             opts.record_events,
         );
+        board.set_strict_mmio(opts.strict_mmio);
         board.set_boot0(opts.boot0);
         if opts.powered {
             board.set_power(true);

@@ -1,20 +1,22 @@
 //! The stand-in application: a minimal app image that says who it is.
 //!
-//! When the twin runs it, it announces itself
-//! * on serial (115200 8N1): `bootproof stand-in app v3 stage=app vt=0x08000000 rsr=0x00fa0000 flags=CPURSTF|...`,
-//! * on CAN: frame [`ANNOUNCE_ID`] = `[STAGE_APP, version, rsr (4 bytes LE), vt >> 16 (2 bytes LE)]`
-//!   at the ROM bootloader's bit rates (FD with BRS on FDCAN parts, classic on bxCAN parts),
-//!   then a heartbeat frame [`HEARTBEAT_ID`] = `[counter (4 bytes LE)]` every second,
+//! When the twin runs it, it sends the boot beacon ([`bootproof_beacon`], the contract the real
+//! firmware also follows)
+//! * on serial (115200 8N1): `BEACON <64 hex digits> stage=app ...`,
+//! * on CAN at the ROM bootloader's bit rates: one 32-byte FD frame (ID 0x7A0) on FDCAN parts,
+//!   four classic frames (0x7A4..0x7A7) on bxCAN parts; then a heartbeat (0x7A1, a 4-byte
+//!   counter) every second,
 //! * on RTT: the serial line.
 //!
-//! It does not clear the reset flags, so the probe can read them too. It stands in for the real
-//! application until the firmware issue lands: on a physical board its image does not run (it
-//! is not real code), so scenarios needing it are twin-only until then.
+//! It does not clear the reset flags and keeps no RAM canary (it reports `cold`). It is *not*
+//! real code: no scenario uses it. It remains as the twin's fast native oracle, for the twin's
+//! own tests and for benchmarks that compare native boots with emulated ones.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bootproof_beacon::{Beacon, Canary, Slot, Stage, Version};
 use bootproof_fixtures::{BoardProfile, RomTransport};
 use bootproof_rig::CanBus;
 use bootproof_rig::can::{Bitrates, CanFrame, CanId};
@@ -25,12 +27,6 @@ use crate::board::Mcu;
 use crate::firmware::{Boot, DESCRIPTOR_LEN, DESCRIPTOR_OFFSET, Descriptor, Firmware, kind, seal};
 use crate::uart::BoardRx;
 
-/// CAN ID of the boot announcement.
-pub const ANNOUNCE_ID: u16 = 0x7A0;
-/// CAN ID of the heartbeat.
-pub const HEARTBEAT_ID: u16 = 0x7A1;
-/// Stage code of an application.
-pub const STAGE_APP: u8 = 0x02;
 /// Serial framing of the app console.
 pub const CONSOLE: SerialConfig = SerialConfig { baud: 115_200, parity: bootproof_rig::console::Parity::None };
 
@@ -71,11 +67,23 @@ impl Firmware for StandInApp {
         let p = mcu.profile().clone();
         let rsr = mcu.reset_flags();
         let version = boot.descriptor.version;
-        let line = format!(
-            "bootproof stand-in app v{version} stage=app vt={:#010x} rsr={rsr:#010x} flags={}",
-            boot.vector_table,
-            p.reset.decode(rsr).join("|")
-        );
+        let slot = match crate::bootloader::layout_for(&p).and_then(|l| l.slot_containing(boot.vector_table)) {
+            Some(boot_core::layout::SlotId::A) => Slot::A,
+            Some(boot_core::layout::SlotId::B) => Slot::B,
+            None => Slot::None,
+        };
+        let beacon = Beacon {
+            stage: Stage::Application,
+            slot,
+            version: Version { major: version as u8, ..Version::default() },
+            reset_flags: rsr,
+            vector_table: boot.vector_table,
+            canary: Canary::Cold,
+            flags: 0,
+            boots: 1,
+        };
+        let mut line = String::new();
+        let _ = beacon.write_line(&mut line);
         let _ = mcu.rtt_enable();
         let rates = app_can_rates(&p);
         let mut can = rates.and_then(|r| mcu.can(r).ok());
@@ -83,10 +91,7 @@ impl Firmware for StandInApp {
             return;
         }
         if let (Some(port), Some(r)) = (can.as_mut(), rates) {
-            let a = Announcement { stage: STAGE_APP, version: version as u8, rsr, vector_table: boot.vector_table };
-            if let Some(f) = frame(r, ANNOUNCE_ID, &a.encode()) {
-                let _ = port.send(&f).await;
-            }
+            announce(port, r, &beacon).await;
         }
         if boot.descriptor.flags & crate::bootloader::APP_CONFIRMS != 0 {
             let Some(line) = crate::bootloader::app_confirm(&mcu, boot.vector_table).await else { return };
@@ -102,7 +107,7 @@ impl Firmware for StandInApp {
             }
             counter += 1;
             if let (Some(port), Some(r)) = (can.as_mut(), rates)
-                && let Some(f) = frame(r, HEARTBEAT_ID, &counter.to_le_bytes())
+                && let Some(f) = frame(r, bootproof_beacon::HEARTBEAT_ID, &counter.to_le_bytes())
             {
                 let _ = port.send(&f).await;
             }
@@ -110,39 +115,18 @@ impl Firmware for StandInApp {
     }
 }
 
-/// What a parsed announcement frame says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Announcement {
-    /// Stage code.
-    pub stage: u8,
-    /// Version (low byte).
-    pub version: u8,
-    /// Reset flags as the app read them.
-    pub rsr: u32,
-    /// Vector table base.
-    pub vector_table: u32,
-}
-
-impl Announcement {
-    /// The frame's 8 data bytes (the vector table keeps its upper 16 bits).
-    pub fn encode(&self) -> [u8; 8] {
-        let r = self.rsr.to_le_bytes();
-        let v = ((self.vector_table >> 16) as u16).to_le_bytes();
-        [self.stage, self.version, r[0], r[1], r[2], r[3], v[0], v[1]]
-    }
-
-    /// Parse an [`ANNOUNCE_ID`] frame.
-    pub fn parse(frame: &CanFrame) -> Option<Announcement> {
-        let d = frame.data();
-        if frame.id() != CanId::Standard(ANNOUNCE_ID) || d.len() < 8 {
-            return None;
+/// Send `beacon` as the contract says: one FD frame, or four classic frames.
+pub(crate) async fn announce(port: &mut crate::bus::CanPort, rates: Bitrates, beacon: &Beacon) {
+    if rates.data.is_some() {
+        if let Some(f) = frame(rates, bootproof_beacon::CAN_ID, &beacon.encode()) {
+            let _ = port.send(&f).await;
         }
-        Some(Announcement {
-            stage: d[0],
-            version: d[1],
-            rsr: u32::from_le_bytes([d[2], d[3], d[4], d[5]]),
-            vector_table: (u16::from_le_bytes([d[6], d[7]]) as u32) << 16,
-        })
+    } else {
+        for (i, part) in beacon.classic_frames().iter().enumerate() {
+            if let Some(f) = frame(rates, bootproof_beacon::CLASSIC_ID + i as u16, part) {
+                let _ = port.send(&f).await;
+            }
+        }
     }
 }
 

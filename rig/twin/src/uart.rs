@@ -126,6 +126,18 @@ impl UartLink {
         }
     }
 
+    /// Board side: bytes received so far, without waiting.
+    pub fn board_try_read(&self, max: usize) -> Vec<u8> {
+        let mut s = self.lock();
+        let n = s.board.queue.len().min(max);
+        s.board.queue.drain(..n).collect()
+    }
+
+    /// Board side: notified when bytes arrive.
+    pub fn board_notify(&self) -> Arc<Notify> {
+        self.lock().board.notify.clone()
+    }
+
     /// Board side: bytes received so far, waiting up to `timeout` for at least one.
     pub async fn board_read(&self, max: usize, timeout: Duration) -> Vec<u8> {
         let deadline = Instant::now() + timeout;

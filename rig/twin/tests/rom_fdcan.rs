@@ -120,7 +120,8 @@ async fn go_jumps_to_the_application() {
     // The app prints its serial banner (~9 ms at 115200) before announcing on CAN.
     let r = b.x_wait(0x21, &0x0800_0000u32.to_be_bytes(), Duration::from_millis(20)).await;
     assert_eq!(r[0], [ACK]);
-    assert_eq!(r[1][0], bootproof_twin::standin::STAGE_APP, "the app announced itself");
+    let beacon = bootproof_rig::beacon::Beacon::decode(&r[1]).expect("the app's beacon");
+    assert_eq!(beacon.stage, bootproof_rig::beacon::Stage::Application, "the app announced itself");
     insta::assert_snapshot!("fdcan_go", b.tr.text());
     let c = b.rig.probe().unwrap().core_status().await.unwrap();
     assert_eq!(c.detail.as_deref(), Some("bootproof stand-in app v5"));
