@@ -317,7 +317,7 @@ pub struct Footprint {
 
 /// The footprint of the ELF `bytes` on `board`, from its loadable segments.
 pub fn footprint(name: &str, bytes: &[u8], board: &BoardProfile) -> Result<Footprint, FirmwareError> {
-    use object::read::elf::{ElfFile32, FileHeader, ProgramHeader};
+    use object::read::elf::{ElfFile32, ProgramHeader};
     let elf = ElfFile32::<object::Endianness>::parse(bytes)
         .map_err(|e| FirmwareError::Elf { path: name.into(), message: format!("not a 32-bit ELF: {e}") })?;
     let endian = elf.endian();
