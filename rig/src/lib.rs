@@ -21,6 +21,7 @@
 pub mod beacon;
 pub mod can;
 pub mod console;
+pub mod defmt;
 mod error;
 pub mod image;
 pub mod lines;

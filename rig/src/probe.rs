@@ -59,6 +59,45 @@ impl fmt::Display for CoreStatus {
     }
 }
 
+/// The core registers of a halted core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreRegisters {
+    /// R0..R12, SP, LR, PC.
+    pub r: [u32; 16],
+    /// xPSR.
+    pub xpsr: u32,
+    /// Main stack pointer.
+    pub msp: u32,
+    /// Process stack pointer.
+    pub psp: u32,
+}
+
+impl fmt::Display for CoreRegisters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [&str; 16] =
+            ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "sp", "lr", "pc"];
+        for (i, row) in NAMES.chunks(4).enumerate() {
+            for (j, n) in row.iter().enumerate() {
+                write!(f, "{n:>4} {:#010x}  ", self.r[4 * i + j])?;
+            }
+            writeln!(f)?;
+        }
+        let ipsr = self.xpsr & 0x1FF;
+        write!(
+            f,
+            "xpsr {:#010x} (N{} Z{} C{} V{}, {})  msp {:#010x}  psp {:#010x}",
+            self.xpsr,
+            self.xpsr >> 31,
+            (self.xpsr >> 30) & 1,
+            (self.xpsr >> 29) & 1,
+            (self.xpsr >> 28) & 1,
+            if ipsr == 0 { "thread mode".to_string() } else { format!("handler mode, exception {ipsr}") },
+            self.msp,
+            self.psp
+        )
+    }
+}
+
 /// Phase of a flash operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlashPhase {
@@ -172,6 +211,10 @@ pub trait DebugProbe: Send {
     async fn halt(&mut self) -> Result<CoreStatus, ProbeError>;
     /// Resume a halted core.
     async fn run(&mut self) -> Result<(), ProbeError>;
+    /// Execute one instruction of the halted core; it stays halted. Returns the status after.
+    async fn step(&mut self) -> Result<CoreStatus, ProbeError>;
+    /// The core registers (the core must be halted).
+    async fn registers(&mut self) -> Result<CoreRegisters, ProbeError>;
     /// Current core state and PC.
     async fn core_status(&mut self) -> Result<CoreStatus, ProbeError>;
     /// Attach to the RTT control block (found in `elf` if given, else by scanning RAM). Clears a

@@ -9,7 +9,14 @@ use bootproof_rig::open::OpenOptions;
 use bootproof_rig::{CanError, CanEvent, Capability, ConsoleError, Level};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Boot0Args, Cli, ConsoleArgs, LevelArg, MonitorArgs, PowerAction, PowerArgs, ResetArgs, ms, open_rig};
+use bootproof_rig::defmt::DefmtLog;
+use bootproof_rig::image::FirmwareImage;
+use bootproof_rig::probe::{CoreState, CoreStatus};
+use bootproof_rig::symbols::Symbols;
+
+use super::{
+    Boot0Args, Cli, ConsoleArgs, LevelArg, MonitorArgs, PowerAction, PowerArgs, ProbeCommand, ResetArgs, ms, open_rig,
+};
 
 pub async fn rig_check(cli: &Cli) -> Result<ExitCode> {
     if cli.twin.is_some() {
@@ -128,18 +135,132 @@ pub async fn boot0(cli: &Cli, a: &Boot0Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn probe_info(cli: &Cli) -> Result<ExitCode> {
-    let mut rig = open_rig(cli, OpenOptions { can: false, console: false, ..OpenOptions::default() }).await?;
-    let info = rig.probe()?.info().await?;
-    println!("probe:  {}", info.probe);
-    println!("chip:   {}", info.chip);
-    if let Some(v) = info.target_voltage {
-        println!("target: {v:.2} V");
+/// `name+off` for the PC, from `symbols`, unless the status already names it (the twin does).
+fn status_line(s: &CoreStatus, symbols: Option<&Symbols>) -> String {
+    let named = s.detail.as_deref().is_some_and(|d| d.contains(", in "));
+    match (s.pc, symbols) {
+        (Some(pc), Some(sym)) if !named => match sym.describe(pc) {
+            Some(name) => format!("{s} in {name}"),
+            None => s.to_string(),
+        },
+        _ => s.to_string(),
     }
-    let status = rig.probe()?.core_status().await?;
-    println!("core:   {status}");
-    let cause = rig.read_reset_cause().await?;
-    println!("{}: {cause}", rig.board().reset.register_name);
+}
+
+fn load_symbols(path: Option<&std::path::Path>, session_elf: Option<&FirmwareImage>) -> Result<Option<Symbols>> {
+    let (name, bytes) = match (path, session_elf) {
+        (Some(p), _) => {
+            let b = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            (p.display().to_string(), b)
+        }
+        (None, Some(img)) => (img.name.clone(), img.raw.clone()),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Symbols::from_elf(&name, &bytes)?))
+}
+
+pub async fn probe(cli: &Cli, c: &ProbeCommand) -> Result<ExitCode> {
+    let mut rig = open_rig(cli, OpenOptions { can: false, console: false, ..OpenOptions::default() }).await?;
+    let elf_arg = match c {
+        ProbeCommand::Info(e) | ProbeCommand::Halt(e) | ProbeCommand::Regs(e) => e.elf.as_deref(),
+        ProbeCommand::Step(a) => a.elf.elf.as_deref(),
+        ProbeCommand::Rtt(a) => a.elf.as_deref(),
+        _ => None,
+    };
+    let symbols = load_symbols(elf_arg, rig.elf.as_ref())?;
+    let sym = symbols.as_ref();
+    match c {
+        ProbeCommand::Info(_) => {
+            let info = rig.probe()?.info().await?;
+            println!("probe:  {}", info.probe);
+            println!("chip:   {}", info.chip);
+            if let Some(v) = info.target_voltage {
+                println!("target: {v:.2} V");
+            }
+            let status = rig.probe()?.core_status().await?;
+            println!("core:   {}", status_line(&status, sym));
+            let cause = rig.read_reset_cause().await?;
+            println!("{}: {cause}", rig.board().reset.register_name);
+        }
+        ProbeCommand::Halt(_) => {
+            let s = rig.probe()?.halt().await?;
+            println!("core:   {}", status_line(&s, sym));
+            println!("(left halted: `bootproof probe run` resumes it)");
+        }
+        ProbeCommand::Step(a) => {
+            let probe = rig.probe()?;
+            let s = probe.core_status().await?;
+            if s.state != CoreState::Halted {
+                let s = probe.halt().await?;
+                println!("halted: {}", status_line(&s, sym));
+            }
+            for i in 1..=a.count {
+                let s = probe.step().await?;
+                println!("step {i:>3}: {}", status_line(&s, sym));
+            }
+            println!("(left halted: `bootproof probe run` resumes it)");
+        }
+        ProbeCommand::Run => {
+            rig.probe()?.run().await?;
+            println!("core:   {}", rig.probe()?.core_status().await?);
+        }
+        ProbeCommand::Regs(_) => {
+            let probe = rig.probe()?;
+            let s = probe.halt().await?;
+            println!("core:   {}", status_line(&s, sym));
+            println!("{}", probe.registers().await?);
+            println!("(left halted: `bootproof probe run` resumes it)");
+        }
+        ProbeCommand::Read(a) => {
+            let data = rig.probe()?.read_memory(a.address, a.len).await?;
+            for (i, chunk) in data.chunks(16).enumerate() {
+                let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+                let text: String =
+                    chunk.iter().map(|b| if b.is_ascii_graphic() || *b == b' ' { *b as char } else { '.' }).collect();
+                println!("{:#010x}  {:<48} {text}", a.address + 16 * i as u32, hex.join(" "));
+            }
+        }
+        ProbeCommand::Write(a) => {
+            let hex = a.hex.trim_start_matches("0x");
+            if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("`{}` is not hex bytes: write pairs of hex digits, e.g. 0011aabb", a.hex);
+            }
+            let data: Vec<u8> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked")).collect();
+            rig.probe()?.write_memory(a.address, &data).await?;
+            println!("wrote {} byte(s) at {:#010x}", data.len(), a.address);
+        }
+        ProbeCommand::Rtt(a) => {
+            let elf = match (&a.elf, rig.elf.as_ref()) {
+                (Some(p), _) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+                (None, Some(img)) => Some(img.raw.clone()),
+                (None, None) => None,
+            };
+            let mut log = match &elf {
+                Some(e) => Some(DefmtLog::from_elf(e)?),
+                None => None,
+            };
+            let probe = rig.probe()?;
+            probe.rtt_attach(elf.as_deref(), Duration::from_secs(1)).await?;
+            eprintln!("RTT attached{}", if log.is_some() { "; decoding defmt from the ELF" } else { " (raw text)" });
+            let end = bootproof_rig::time::Instant::now() + Duration::from_millis(a.ms);
+            let mut buf = [0u8; 1024];
+            while bootproof_rig::time::Instant::now() < end {
+                let n = probe.rtt_read(&mut buf).await?;
+                match log.as_mut() {
+                    Some(l) => {
+                        for line in l.feed(&buf[..n])? {
+                            println!("{line}");
+                        }
+                    }
+                    None => print!("{}", String::from_utf8_lossy(&buf[..n])),
+                }
+                if n == 0 {
+                    bootproof_rig::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bootproof_rig::Rig;
+use bootproof_rig::image::{FirmwareImage, ImageFormat};
 use bootproof_rig::open::OpenOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -30,6 +31,18 @@ pub struct Cli {
     /// unpowered, and is gone when the command ends.
     #[arg(long, global = true, value_name = "BOARD")]
     pub twin: Option<String>,
+
+    /// With --twin or `twin serve`: start the twin with this firmware in flash, as a probe
+    /// would leave it (ELF, HEX or BIN at the start of flash). `bootproof` names bootproof's own
+    /// firmware for the board (built if needed). The ELF's symbols name the PC in probe output.
+    #[arg(long = "image", id = "twin_image", global = true, value_name = "FILE")]
+    pub twin_image: Option<PathBuf>,
+
+    /// With --twin, `suite` or `twin serve`: firmware on the emulated core that touches a
+    /// peripheral register the twin does not model stops the core (and fails the scenario),
+    /// naming the address, PC and symbol. Default: lenient (read as zero, logged).
+    #[arg(long, global = true)]
+    pub strict_mmio: bool,
 
     /// How long to wait for a rig another job holds, in seconds (default: the rig config's
     /// lock_timeout_s).
@@ -151,8 +164,68 @@ pub struct Boot0Args {
 
 #[derive(Debug, Subcommand)]
 pub enum ProbeCommand {
-    /// Probe, chip, core state and the decoded reset-cause register.
-    Info,
+    /// Probe, chip, core state (PC and its symbol) and the decoded reset-cause register.
+    Info(ElfArg),
+    /// Halt the core and show where.
+    Halt(ElfArg),
+    /// Execute instructions of the core one at a time (halting it first), showing each PC.
+    Step(StepArgs),
+    /// Resume a halted core.
+    Run,
+    /// Halt the core and print its registers.
+    Regs(ElfArg),
+    /// Read memory (hex dump).
+    Read(ReadArgs),
+    /// Write bytes to RAM or a register.
+    Write(WriteArgs),
+    /// Attach to RTT and print the firmware's log: defmt-decoded with --elf, raw text without.
+    Rtt(RttArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ElfArg {
+    /// The firmware's ELF, for symbols (default with --twin: the --image ELF).
+    #[arg(long, value_name = "ELF")]
+    pub elf: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// Instructions to execute.
+    #[arg(default_value_t = 1)]
+    pub count: u32,
+    #[command(flatten)]
+    pub elf: ElfArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// Address (0x...).
+    #[arg(value_parser = flash::parse_addr)]
+    pub address: u32,
+    /// Bytes to read.
+    #[arg(default_value_t = 64)]
+    pub len: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// Address (0x...).
+    #[arg(value_parser = flash::parse_addr)]
+    pub address: u32,
+    /// Bytes in hex, e.g. 0011aabb.
+    pub hex: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RttArgs {
+    /// The firmware's ELF: locates the control block and decodes defmt (default with --twin:
+    /// the --image ELF).
+    #[arg(long, value_name = "ELF")]
+    pub elf: Option<PathBuf>,
+    /// Stop after this long, in ms (virtual time on the twin).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +308,8 @@ pub struct Session {
     // Field order matters: the rig (and its safe state) goes before the twin.
     rig: Rig,
     _twin: Option<bootproof_twin::Twin>,
+    /// The ELF a twin was started with (`--image`), for symbols.
+    pub elf: Option<FirmwareImage>,
 }
 
 impl std::ops::Deref for Session {
@@ -250,21 +325,43 @@ impl std::ops::DerefMut for Session {
     }
 }
 
-/// A twin for `--twin BOARD`, on virtual time.
-pub fn open_twin(board: &str) -> Result<bootproof_twin::Twin> {
+/// How long a `--twin` session's board runs (virtual time) before the command acts.
+pub const TWIN_SETTLE: Duration = Duration::from_millis(100);
+
+/// A twin for `--twin BOARD` (strict MMIO with `--strict-mmio`), blank and unpowered.
+pub fn open_twin(cli: &Cli, board: &str) -> Result<bootproof_twin::Twin> {
     let profile = bootproof_fixtures::BoardProfile::resolve(board)?;
-    let opts = bootproof_twin::TwinOptions::for_profile(&profile);
+    let mut opts = bootproof_twin::TwinOptions::for_profile(&profile);
+    opts.strict_mmio = cli.strict_mmio;
     Ok(bootproof_twin::Twin::new(profile, opts))
+}
+
+/// The image `--image` names: a file, or `bootproof` for bootproof's own firmware for `board`.
+pub fn image_arg(path: &std::path::Path, board: &bootproof_fixtures::BoardProfile) -> Result<FirmwareImage> {
+    if path.as_os_str() == "bootproof" {
+        let fw = bootproof::firmware::for_board(board)
+            .with_context(|| format!("bootproof has no firmware for {}; give an image file", board.name))?;
+        return Ok(fw.image(bootproof::firmware::AppBuild::Flash)?);
+    }
+    Ok(FirmwareImage::load(path, Some(board.flash.base))?)
 }
 
 /// Open the rig named by `--rig`, or a twin named by `--twin`, with `opts`.
 async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Session> {
     if let Some(board) = &cli.twin {
-        let twin = open_twin(board)?;
+        let twin = open_twin(cli, board)?;
+        let image = match &cli.twin_image {
+            Some(p) => Some(image_arg(p, twin.board().profile())?),
+            None => None,
+        };
+        if let Some(img) = &image {
+            twin.program(img)?;
+        }
         let rig = twin.rig();
-        // Like a physical rig: start from the safe state.
+        // Like a physical rig: start from the safe state (powered), and let the board come up.
         rig.restore_safe_state();
-        return Ok(Session { rig, _twin: Some(twin) });
+        bootproof_rig::time::sleep(TWIN_SETTLE).await;
+        return Ok(Session { rig, _twin: Some(twin), elf: image.filter(|i| i.format == ImageFormat::Elf) });
     }
     opts.lock_timeout = cli.lock_timeout_s.map(Duration::from_secs).or(opts.lock_timeout);
     let Some(path) = &cli.rig else {
@@ -274,7 +371,7 @@ async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Session> {
     };
     let (rig, _checks) =
         bootproof::target::open_rig(path, &opts).await.with_context(|| format!("opening rig {}", path.display()))?;
-    Ok(Session { rig, _twin: None })
+    Ok(Session { rig, _twin: None, elf: None })
 }
 
 /// Whether this command runs on virtual time: a twin (except `twin serve`), and `suite` without
@@ -288,13 +385,27 @@ pub fn virtual_time(cli: &Cli) -> bool {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    let twin_session = cli.twin.is_some() || matches!(cli.command, Command::Twin(_));
+    if cli.twin_image.is_some() {
+        if matches!(cli.command, Command::Suite(_)) {
+            bail!("`suite` flashes its own images: give yours with `suite --app-image FILE`");
+        }
+        if !twin_session || matches!(cli.command, Command::Image(_) | Command::Firmware(_)) {
+            bail!(
+                "--image programs a twin's flash: use it with --twin BOARD (or `twin serve`); on a rig, use `bootproof flash`"
+            );
+        }
+    }
+    if cli.strict_mmio && cli.rig.is_some() {
+        bail!("--strict-mmio is about the twin's peripheral models; a rig has the real chip: drop it");
+    }
     match &cli.command {
         Command::Rig(RigCommand::Check) => lines::rig_check(&cli).await,
         Command::Rig(RigCommand::Safe) => lines::rig_safe(&cli).await,
         Command::Power(a) => lines::power(&cli, a).await,
         Command::Reset(a) => lines::reset(&cli, a).await,
         Command::Boot0(a) => lines::boot0(&cli, a).await,
-        Command::Probe(ProbeCommand::Info) => lines::probe_info(&cli).await,
+        Command::Probe(c) => lines::probe(&cli, c).await,
         Command::Can(CanCommand::Monitor(a)) => lines::can_monitor(&cli, a).await,
         Command::Console(a) => lines::console(&cli, a).await,
         Command::Twin(TwinCommand::Serve(a)) => serve::serve(&cli, a).await,

@@ -66,8 +66,15 @@ pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<ExitCode> {
     let mut opts = TwinOptions::for_profile(&profile);
     opts.time_scale = 1; // real time: outside tools have real timeouts
     opts.boot0 = a.boot0.into();
-    opts.powered = true;
-    let twin = Twin::new(profile, opts);
+    opts.powered = false;
+    opts.strict_mmio = cli.strict_mmio;
+    let twin = Twin::new(profile.clone(), opts);
+    if let Some(path) = &cli.twin_image {
+        let img = super::image_arg(path, &profile)?;
+        twin.program(&img)?;
+        say(format!("flash: {} ({} bytes) programmed", img.name, img.len()));
+    }
+    twin.board().set_power(true);
     let mut rig = twin.rig();
     let p = twin.board().profile().clone();
     say(format!("twin {}: powered, BOOT0 {}: {}", p.name, Level::from(a.boot0), twin.board().core().what));

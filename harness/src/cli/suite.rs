@@ -114,7 +114,7 @@ pub async fn suite(cli: &Cli, a: &SuiteArgs) -> Result<ExitCode> {
         for board in &boards {
             for s in &list {
                 // A fresh, blank twin per scenario.
-                let twin = open_twin(board)?;
+                let twin = open_twin(cli, board)?;
                 let mut rig = twin.rig();
                 rig.restore_safe_state();
                 let opts = RunOptions { app_image: app_image.clone(), exhaustive: a.exhaustive, ..RunOptions::twin() };

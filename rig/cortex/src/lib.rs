@@ -107,6 +107,8 @@ pub enum Stop {
     },
     /// A BKPT instruction (the core is halted; resume with [`Cpu::resume_from_bkpt`]).
     Breakpoint(u8),
+    /// The instruction limit of [`Cpu::run_for`] is reached (a debugger's single step).
+    Stepped,
     /// Execution reached code the bus models natively ([`BusError::Handover`]); the core's
     /// registers are as they were at the branch there.
     Handover {
@@ -357,7 +359,14 @@ impl Cpu {
     /// Run until `budget` cycles are spent, or the core sleeps, locks up, halts or asks for a
     /// reset.
     pub fn run(&mut self, bus: &mut impl Bus, budget: u64) -> Stop {
+        self.run_for(bus, budget, u64::MAX)
+    }
+
+    /// [`Cpu::run`], stopping also after `instructions` instructions ([`Stop::Stepped`]; a
+    /// pending exception is entered first, as a debugger's step does with interrupts unmasked).
+    pub fn run_for(&mut self, bus: &mut impl Bus, budget: u64, instructions: u64) -> Stop {
         let end = self.cycles.saturating_add(budget);
+        let last = self.instructions.saturating_add(instructions);
         if bus.code_version() != self.cache_version {
             self.cache.clear();
             self.cache_version = bus.code_version();
@@ -414,6 +423,9 @@ impl Cpu {
             if self.scs.reset_requested {
                 self.scs.reset_requested = false;
                 return Stop::ResetRequest;
+            }
+            if self.instructions >= last {
+                return Stop::Stepped;
             }
         }
     }

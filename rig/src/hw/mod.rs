@@ -4,7 +4,6 @@
 //! |---|---|---|
 //! | [`gpio`] | rppal | relay lines (BOOT0, NRST, power) |
 //! | [`probe`] | probe-rs | [`crate::DebugProbe`] |
-//! | [`defmt`] | defmt-decoder | RTT log lines |
 //! | [`can`] | socketcan (tokio) | [`crate::CanBus`], classic and FD |
 //! | [`serial`] | serialport | [`crate::Console`] |
 //!
@@ -14,7 +13,6 @@
 //! against fakes; the hardware itself is exercised only on the Pi.
 
 pub mod can;
-pub mod defmt;
 pub mod gpio;
 pub mod probe;
 pub mod serial;

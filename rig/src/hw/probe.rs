@@ -19,7 +19,9 @@ use bootproof_fixtures::ProbeConfig;
 
 use crate::error::ProbeError;
 use crate::image::FirmwareImage;
-use crate::probe::{CoreState, CoreStatus, DebugProbe, FlashPhase, FlashProgress, Permissions, ProbeInfo};
+use crate::probe::{
+    CoreRegisters, CoreState, CoreStatus, DebugProbe, FlashPhase, FlashProgress, Permissions, ProbeInfo,
+};
 
 /// DEMCR (Debug Exception and Monitor Control Register).
 const DEMCR: u32 = 0xE000_EDFC;
@@ -40,6 +42,10 @@ pub trait Target: Send {
     fn halt(&mut self) -> Result<(), String>;
     /// Resume.
     fn run(&mut self) -> Result<(), String>;
+    /// Execute one instruction of the halted core; returns the PC after it.
+    fn step(&mut self) -> Result<u32, String>;
+    /// R0..R15, xPSR, MSP, PSP of the halted core.
+    fn registers(&mut self) -> Result<CoreRegisters, String>;
     /// Reset and halt at the reset vector; returns the PC.
     fn reset_and_halt(&mut self) -> Result<u32, String>;
     /// State and, when halted, the PC.
@@ -101,6 +107,8 @@ enum Cmd {
     Write(u32, Vec<u8>, Reply<()>),
     Halt(Reply<CoreStatus>),
     Run(Reply<()>),
+    Step(Reply<CoreStatus>),
+    Registers(Reply<CoreRegisters>),
     Reset { halt: bool, reply: Reply<CoreStatus> },
     Status(Reply<CoreStatus>),
     Flash(Vec<(u32, Vec<u8>)>, String, tokio::sync::mpsc::UnboundedSender<FlashProgress>, Reply<()>),
@@ -186,6 +194,11 @@ impl<T: Target> Worker<T> {
                 drop(r.send(res));
             }
             Cmd::Run(r) => drop(r.send(self.target.run().map_err(other))),
+            Cmd::Step(r) => {
+                let res = self.target.step().map_err(other).and_then(|_| self.status());
+                drop(r.send(res));
+            }
+            Cmd::Registers(r) => drop(r.send(self.target.registers().map_err(other))),
             Cmd::Reset { halt, reply } => drop(reply.send(self.reset(halt))),
             Cmd::Status(r) => drop(r.send(self.status())),
             Cmd::Flash(segments, name, progress, r) => {
@@ -301,6 +314,14 @@ impl DebugProbe for ThreadedProbe {
         self.call(Cmd::Run).await
     }
 
+    async fn step(&mut self) -> Result<CoreStatus, ProbeError> {
+        self.call(Cmd::Step).await
+    }
+
+    async fn registers(&mut self) -> Result<CoreRegisters, ProbeError> {
+        self.call(Cmd::Registers).await
+    }
+
     async fn core_status(&mut self) -> Result<CoreStatus, ProbeError> {
         self.call(Cmd::Status).await
     }
@@ -406,6 +427,28 @@ impl Target for ProbeRsTarget {
 
     fn run(&mut self) -> Result<(), String> {
         self.session.core(0).map_err(e2s)?.run().map_err(e2s)
+    }
+
+    fn step(&mut self) -> Result<u32, String> {
+        let mut core = self.session.core(0).map_err(e2s)?;
+        if !core.core_halted().map_err(e2s)? {
+            return Err("the core is running: halt it first (`bootproof probe halt`)".into());
+        }
+        Ok(core.step().map_err(e2s)?.pc as u32)
+    }
+
+    fn registers(&mut self) -> Result<CoreRegisters, String> {
+        let mut core = self.session.core(0).map_err(e2s)?;
+        if !core.core_halted().map_err(e2s)? {
+            return Err("the core is running: halt it first (`bootproof probe halt`)".into());
+        }
+        // ARMv7-M DCRSR register numbers: R0..R15 0..15, xPSR 16, MSP 17, PSP 18.
+        let mut read = |n: u16| core.read_core_reg::<u32>(probe_rs::RegisterId(n)).map_err(e2s);
+        let mut r = [0u32; 16];
+        for (i, v) in r.iter_mut().enumerate() {
+            *v = read(i as u16)?;
+        }
+        Ok(CoreRegisters { r, xpsr: read(16)?, msp: read(17)?, psp: read(18)? })
     }
 
     fn reset_and_halt(&mut self) -> Result<u32, String> {
@@ -595,6 +638,14 @@ mod tests {
             self.note("reset_and_halt");
             Ok(0x0800_0400)
         }
+        fn step(&mut self) -> Result<u32, String> {
+            self.note("step");
+            Ok(0x0800_0402)
+        }
+        fn registers(&mut self) -> Result<CoreRegisters, String> {
+            self.note("registers");
+            Ok(CoreRegisters { r: [7; 16], xpsr: 0x0100_0000, msp: 0x2002_0000, psp: 0 })
+        }
         fn status(&mut self) -> Result<(CoreState, Option<u32>, Option<String>), String> {
             Ok((CoreState::Running, None, None))
         }
@@ -702,6 +753,18 @@ mod tests {
         p.flash(&img, &mut |pr| seen.push(pr)).await.unwrap();
         assert_eq!(seen.len(), 1);
         assert!(fake.calls().iter().rev().take(3).any(|c| c.starts_with("write 0x24000078")));
+    }
+
+    #[tokio::test]
+    async fn step_and_registers_go_through_the_worker() {
+        let fake = Fake::default();
+        let mut p = ThreadedProbe::spawn(fake.clone());
+        let s = p.step().await.unwrap();
+        assert_eq!(s.state, CoreState::Running, "the fake's status after the step");
+        let r = p.registers().await.unwrap();
+        assert_eq!((r.r[15], r.msp), (7, 0x2002_0000));
+        let calls: Vec<String> = fake.calls().into_iter().filter(|c| c == "step" || c == "registers").collect();
+        assert_eq!(calls, ["step", "registers"]);
     }
 
     #[tokio::test]

@@ -41,6 +41,19 @@ pub enum Run {
     LockedUp,
 }
 
+impl Run {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Run::Off => "off",
+            Run::InReset => "held in reset",
+            Run::Running => "running",
+            Run::Halted => "halted",
+            Run::LockedUp => "locked up",
+        }
+    }
+}
+
 /// The core's state as the probe would see it, plus what the twin knows it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Core {
@@ -51,6 +64,15 @@ pub struct Core {
     /// What runs: "ROM bootloader", "stand-in app v1", "unknown firmware at 0x08000000", or
     /// why it locked up.
     pub what: String,
+}
+
+/// What a halted emulated core does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Run.
+    Run,
+    /// Execute one instruction and stay halted.
+    Step,
 }
 
 /// Readout protection level.
@@ -99,6 +121,12 @@ pub struct State {
     pub core: Core,
     /// RTT up-channel bytes, when the running firmware has RTT.
     pub rtt: Option<VecDeque<u8>>,
+    /// The emulated core's registers (as of its last instruction), while firmware runs on it.
+    pub regs: Option<bootproof_rig::probe::CoreRegisters>,
+    /// Single steps the debugger asked for and the emulated core has not taken yet.
+    pub(crate) step_requests: u32,
+    /// The firmware runs on the emulated core (not natively).
+    pub(crate) emulated: bool,
     pub(crate) pending: Option<Pending>,
     task: Option<tokio::task::AbortHandle>,
     can_nodes: Vec<CanPortId>,
@@ -128,7 +156,13 @@ pub struct Board {
     record: bool,
     epoch: Instant,
     halted: watch::Sender<bool>,
+    /// Steps asked for (a counter; the emulated core waits on it while halted).
+    steps: watch::Sender<u64>,
+    /// Steps taken.
+    stepped: watch::Sender<u64>,
     strict_mmio: std::sync::atomic::AtomicBool,
+    /// Symbol tables of firmware loaded into the board, newest first.
+    symbols: Mutex<Vec<Arc<bootproof_rig::symbols::Symbols>>>,
     me: Weak<Board>,
 }
 
@@ -171,6 +205,9 @@ impl Board {
                 backup: SparseMem::default(),
                 core: Core { run: Run::Off, pc: 0, what: "unpowered".into() },
                 rtt: None,
+                regs: None,
+                step_requests: 0,
+                emulated: false,
                 pending: None,
                 task: None,
                 can_nodes: Vec::new(),
@@ -185,7 +222,10 @@ impl Board {
             record,
             epoch: Instant::now(),
             halted: watch::channel(false).0,
+            steps: watch::channel(0).0,
+            stepped: watch::channel(0).0,
             strict_mmio: std::sync::atomic::AtomicBool::new(false),
+            symbols: Mutex::new(Vec::new()),
             me: me.clone(),
         })
     }
@@ -225,6 +265,24 @@ impl Board {
             let at = self.epoch.elapsed();
             self.events.lock().unwrap_or_else(|e| e.into_inner()).push(Event { at, what: what.into() });
         }
+    }
+
+    /// Add the symbol table of firmware in the board's flash (the probe adds an ELF's when it
+    /// flashes one; add others, e.g. of images written through the ROM bootloader, here). The
+    /// newest table wins where tables overlap.
+    pub fn add_symbols(&self, symbols: bootproof_rig::symbols::Symbols) {
+        if symbols.is_empty() {
+            return;
+        }
+        let mut t = self.symbols.lock().unwrap_or_else(|e| e.into_inner());
+        t.insert(0, Arc::new(symbols));
+        t.truncate(16);
+    }
+
+    /// `name+offset` for an address, from the symbol tables added so far.
+    pub fn symbolize(&self, addr: u32) -> Option<String> {
+        let t = self.symbols.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter().find_map(|s| s.describe(addr))
     }
 
     /// Record an event that happened at `at` (the emulated core's cycle-exact time; not later
@@ -336,6 +394,9 @@ impl Board {
             None => {}
         }
         self.stop_firmware(st);
+        st.regs = None;
+        st.step_requests = 0;
+        st.emulated = false;
         self.halted.send_replace(false);
     }
 
@@ -403,6 +464,8 @@ impl Board {
     /// Fetch the vector table at `vt` and run what is there (reset boot or ROM Go).
     fn start_at(&self, st: &mut State, vt: u32) {
         let profile = self.profile.clone();
+        st.emulated = false;
+        st.regs = None;
         if profile.is_system_memory(vt) {
             if let Some(ec) = &profile.empty_check
                 && ec.flag_cleared_by_bootloader
@@ -437,6 +500,7 @@ impl Board {
         let entry = if st.go_pending { crate::emu::Entry::Go } else { crate::emu::Entry::Reset };
         st.go_pending = false;
         let strict = self.strict_mmio.load(std::sync::atomic::Ordering::Relaxed);
+        st.emulated = true;
         self.spawn(st, crate::emu::run(mcu, vt, entry, strict));
     }
 
@@ -689,6 +753,15 @@ impl Board {
         }
         st.generation += 1;
         let vt = self.profile.boot_address(st.boot0, st.empty_flag);
+        if halt && !self.profile.is_system_memory(vt) && self.identify(&st, vt).is_none() {
+            // Firmware for the emulated core: it starts halted before its first instruction.
+            self.start_at(&mut st, vt);
+            if st.core.run == Run::Running {
+                st.core.run = Run::Halted;
+                self.halted.send_replace(true);
+            }
+            return;
+        }
         if halt {
             let mut v = [0u8; 8];
             let pc =
@@ -706,6 +779,65 @@ impl Board {
         } else {
             self.start_at(&mut st, vt);
         }
+    }
+
+    /// What a halted emulated core waits for: the debugger resumes it, or asks for one step.
+    pub(crate) async fn run_gate(&self) -> Gate {
+        let mut halted = self.halted.subscribe();
+        let mut steps = self.steps.subscribe();
+        loop {
+            if !*halted.borrow_and_update() {
+                return Gate::Run;
+            }
+            steps.borrow_and_update();
+            {
+                let mut st = self.state();
+                if st.step_requests > 0 {
+                    st.step_requests -= 1;
+                    return Gate::Step;
+                }
+            }
+            tokio::select! {
+                r = halted.changed() => if r.is_err() { return Gate::Run },
+                _ = steps.changed() => {}
+            }
+        }
+    }
+
+    /// The emulated core took a step.
+    pub(crate) fn step_taken(&self) {
+        self.stepped.send_modify(|n| *n += 1);
+    }
+
+    /// Debugger single step of the halted emulated core; returns when it is taken (or the
+    /// board reset under it).
+    pub(crate) async fn debug_step(&self) -> Result<(), String> {
+        let mut done = self.stepped.subscribe();
+        let target = {
+            let mut st = self.state();
+            if st.core.run != Run::Halted {
+                return Err(format!("the core is {}: halt it first", st.core.run.name()));
+            }
+            if !st.emulated {
+                return Err(format!(
+                    "{} runs natively in the twin: only firmware on the emulated core can be stepped",
+                    st.core.what
+                ));
+            }
+            st.step_requests += 1;
+            *done.borrow_and_update() + st.step_requests as u64
+        };
+        self.steps.send_modify(|n| *n += 1);
+        let wait = async {
+            while *done.borrow_and_update() < target {
+                if done.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        bootproof_rig::time::timeout(Duration::from_secs(1), wait)
+            .await
+            .map_err(|_| "the core did not take the step (reset or powered off meanwhile)".to_string())
     }
 
     /// Resolve once the debugger has not halted the core.

@@ -134,6 +134,14 @@ impl Line for TwinLine {
     }
 }
 
+/// Why a twin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TwinError {
+    /// An image that does not fit the board.
+    #[error("{0}")]
+    Image(String),
+}
+
 impl Twin {
     /// A twin of `profile`. If `opts.powered`, call this inside a tokio runtime (the board boots).
     pub fn new(profile: BoardProfile, opts: TwinOptions) -> Twin {
@@ -151,6 +159,41 @@ impl Twin {
             board.set_power(true);
         }
         Twin { board, opts }
+    }
+
+    /// Program `image` into the flash as a factory would (instantly, no timing), and keep its
+    /// symbols when it is an ELF. Do it before powering the board; the flash must hold no
+    /// other data where the image goes (a fresh twin is blank).
+    pub fn program(&self, image: &bootproof_rig::image::FirmwareImage) -> Result<(), TwinError> {
+        let p = self.board.profile().clone();
+        image
+            .check_within(p.flash.base, p.flash.end(), &format!("{} user flash", p.name))
+            .map_err(|e| TwinError::Image(e.to_string()))?;
+        let word = p.flash.word as usize;
+        {
+            let mut st = self.board.state();
+            for seg in &image.segments {
+                let start = seg.address - seg.address % word as u32;
+                let mut buf = vec![p.flash.erased; (seg.address - start) as usize];
+                buf.extend_from_slice(&seg.data);
+                buf.resize(buf.len().next_multiple_of(word), p.flash.erased);
+                for (i, w) in buf.chunks(word).enumerate() {
+                    if w.iter().all(|b| *b == p.flash.erased) {
+                        continue;
+                    }
+                    let at = start + (i * word) as u32;
+                    st.flash
+                        .program_word(at, w)
+                        .map_err(|e| TwinError::Image(format!("{}: programming {at:#010x}: {e}", image.name)))?;
+                }
+            }
+        }
+        if image.format == bootproof_rig::image::ImageFormat::Elf
+            && let Ok(symbols) = bootproof_rig::symbols::Symbols::from_elf(&image.name, &image.raw)
+        {
+            self.board.add_symbols(symbols);
+        }
+        Ok(())
     }
 
     /// A twin of a built-in profile with default options.

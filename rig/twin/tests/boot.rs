@@ -413,3 +413,51 @@ async fn a_bit_rate_mismatch_means_no_communication_with_the_rom() {
     let r = exchange(rig.can().unwrap(), &mut tr, fd(0x02, &[]), 5 * MS).await;
     assert_eq!(payload(&r), vec![vec![ACK], vec![0x04, 0x83], vec![ACK]]);
 }
+
+/// Firmware that reads UART7's first register (0x40007C00, not modelled by the twin), then
+/// spins: `ldr r0, [pc, #4]; ldr r1, [r0]; b .` with the literal after it.
+fn touches_an_unmodelled_register() -> bootproof_rig::image::FirmwareImage {
+    let mut img = vec![0u8; 0x40C];
+    img[..4].copy_from_slice(&0x2002_0000u32.to_le_bytes());
+    img[4..8].copy_from_slice(&0x0800_0401u32.to_le_bytes());
+    for (i, h) in [0x4801u16, 0x6801, 0xE7FE, 0x0000].iter().enumerate() {
+        img[0x400 + 2 * i..0x402 + 2 * i].copy_from_slice(&h.to_le_bytes());
+    }
+    img[0x408..0x40C].copy_from_slice(&0x4000_7C00u32.to_le_bytes());
+    bootproof_rig::image::FirmwareImage::from_segments(
+        "uart7.bin",
+        vec![bootproof_rig::image::Segment { address: 0x0800_0000, data: img }],
+    )
+    .unwrap()
+}
+
+async fn run_unmodelled(strict: bool) -> (Twin, bootproof_rig::CoreStatus) {
+    let p = BoardProfile::builtin("stm32h723zg").unwrap();
+    let t = Twin::new(p.clone(), TwinOptions { strict_mmio: strict, ..TwinOptions::for_profile(&p) });
+    let mut rig = t.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    rig.probe().unwrap().flash(&touches_an_unmodelled_register(), &mut |_| {}).await.unwrap();
+    bootproof_rig::time::sleep(Duration::from_millis(10)).await;
+    let c = core(&mut rig).await;
+    (t, c)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unmodelled_register_is_reported_and_read_as_zero_when_lenient() {
+    let (t, c) = run_unmodelled(false).await;
+    assert_eq!((c.state, c.pc), (CoreState::Running, Some(0x0800_0404)), "spinning after the read: {c}");
+    let events = t.board().events();
+    let report = events.iter().find(|e| e.what.contains("outside the twin's peripheral models")).expect("reported");
+    assert_eq!(
+        report.what,
+        "firmware read 0x40007c00 at PC 0x08000402: outside the twin's peripheral models (lenient: read as zero, write ignored)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unmodelled_register_stops_the_core_when_strict() {
+    let (_t, c) = run_unmodelled(true).await;
+    assert_eq!(c.state, CoreState::LockedUp, "{c}");
+    let why = c.detail.unwrap();
+    assert!(why.starts_with("strict MMIO: firmware read 0x40007c00 at PC 0x08000402"), "{why}");
+}

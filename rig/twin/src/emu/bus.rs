@@ -31,13 +31,15 @@ pub struct SocBus<'a> {
     pub profile: &'a BoardProfile,
     /// Unmodelled accesses fault.
     pub strict: bool,
+    /// User flash: [start, end).
+    pub flash: (u32, u32),
     /// Events for the twin's log, each at the core cycle it happened.
     pub log: &'a mut Vec<(u64, String)>,
 }
 
 impl SocBus<'_> {
     fn flash_contains(&self, addr: u32) -> bool {
-        self.profile.flash.contains(addr)
+        addr >= self.flash.0 && addr < self.flash.1
     }
 
     fn info_byte(&self, addr: u32) -> Option<u8> {
@@ -53,7 +55,15 @@ impl SocBus<'_> {
         None
     }
 
+    /// An access nothing here answers. In the peripheral space (0x4000_0000..0x6000_0000) the
+    /// silicon has registers the twin does not model: reported, and read as zero (lenient) or
+    /// a bus fault (strict). Anywhere else nothing is there on the silicon either (unused code
+    /// or SRAM space, external memory without a controller set up, the vendor region): a bus
+    /// fault, as on the chip.
     fn unmodelled(&mut self, addr: u32, write: bool, value: u32, ctx: Ctx) -> Result<u32, BusError> {
+        if !(0x4000_0000..0x6000_0000).contains(&addr) {
+            return Err(BusError::Unmapped(addr));
+        }
         self.p.record_unmodelled(Unmodelled { addr, write, value, pc: ctx.pc });
         if self.strict { Err(BusError::Unmapped(addr)) } else { Ok(0) }
     }

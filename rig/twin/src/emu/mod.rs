@@ -37,7 +37,7 @@ use bootproof_rig::console::SerialConfig;
 use bootproof_rig::time::Instant;
 use tokio::sync::mpsc;
 
-use crate::board::Mcu;
+use crate::board::{Gate, Mcu};
 use crate::bus::CanPort;
 use crate::uart::BoardRx;
 use bus::SocBus;
@@ -75,6 +75,17 @@ pub fn totals() -> Stats {
 
 static TOTALS: std::sync::Mutex<Stats> =
     std::sync::Mutex::new(Stats { instructions: 0, cycles: 0, wall: Duration::ZERO });
+
+/// The core's registers, for the probe.
+fn registers(cpu: &Cpu) -> bootproof_rig::probe::CoreRegisters {
+    let mut r = [0u32; 16];
+    for (i, v) in r.iter_mut().enumerate() {
+        *v = cpu.reg(i);
+    }
+    r[15] = cpu.pc();
+    let (msp, psp) = cpu.sps();
+    bootproof_rig::probe::CoreRegisters { r, xpsr: cpu.xpsr(), msp, psp }
+}
 
 /// What is wrong with a vector table at a glance (prefixed to a lockup's reason), or nothing.
 fn vector_table_hint(profile: &bootproof_fixtures::BoardProfile, vt: u32, sp: u32, reset: u32) -> String {
@@ -208,12 +219,13 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
     let mut p = peripherals(&profile);
     let mut log: Vec<(u64, String)> = Vec::new();
     let mut hint = String::new();
+    let flash = (profile.flash.base, profile.flash.end());
     {
         let mut st = board.state();
         if !mcu.alive_in(&st) {
             return;
         }
-        let mut bus = SocBus { st: &mut st, p: &mut p, board: &board, profile: &profile, strict, log: &mut log };
+        let mut bus = SocBus { st: &mut st, p: &mut p, board: &board, profile: &profile, strict, flash, log: &mut log };
         let ctx = bootproof_cortex::Ctx { cycles: 0, pc: vt };
         if let (Ok(sp), Ok(reset)) = (bus.read(vt, Size::Word, ctx), bus.read(vt + 4, Size::Word, ctx)) {
             hint = vector_table_hint(&profile, vt, sp, reset);
@@ -241,6 +253,13 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
                     }
                 }
             }
+        }
+    }
+    {
+        let mut st = board.state();
+        if mcu.alive_in(&st) {
+            st.regs = Some(registers(&cpu));
+            st.core.pc = cpu.pc();
         }
     }
     mcu.log(format!(
@@ -271,8 +290,13 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
         UartWriter { tx, in_flight: in_flight.clone(), task }
     };
     let uart_notify = uart.board_notify();
+    let mut at_bkpt = false;
     loop {
-        board.halt_gate().await;
+        let stepping = board.run_gate().await == Gate::Step;
+        if at_bkpt {
+            cpu.resume_from_bkpt();
+            at_bkpt = false;
+        }
         // Inputs that arrived since the last quantum.
         while let Ok(ev) = can_in.try_recv() {
             match ev {
@@ -308,9 +332,11 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
                 return;
             }
             let budget = clock.quantum();
-            let mut bus = SocBus { st: &mut st, p: &mut p, board: &board, profile: &profile, strict, log: &mut log };
-            let stop = cpu.run(&mut bus, budget);
+            let mut bus =
+                SocBus { st: &mut st, p: &mut p, board: &board, profile: &profile, strict, flash, log: &mut log };
+            let stop = if stepping { cpu.run_for(&mut bus, budget, 1) } else { cpu.run(&mut bus, budget) };
             st.core.pc = cpu.pc();
+            st.regs = Some(registers(&cpu));
             stop
         };
         {
@@ -322,15 +348,25 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
         for (at, line) in log.drain(..) {
             board.log_at(clock.time_of(at), line);
         }
+        let mut violation = None;
         for u in p.unmodelled.drain(..) {
-            mcu.log(format!(
-                "firmware {} {:#010x}{} at PC {:#010x}: outside the twin's peripheral models ({})",
+            let what = format!(
+                "firmware {} {:#010x}{} at PC {:#010x}{}: outside the twin's peripheral models ({})",
                 if u.write { "wrote" } else { "read" },
                 u.addr,
                 if u.write { format!(" = {:#010x}", u.value) } else { String::new() },
                 u.pc,
-                if strict { "strict: bus fault" } else { "lenient: read as zero, write ignored" }
-            ));
+                board.symbolize(u.pc).map(|s| format!(" ({s})")).unwrap_or_default(),
+                if strict { "strict: the core stops" } else { "lenient: read as zero, write ignored" }
+            );
+            mcu.log(what.clone());
+            if strict && violation.is_none() {
+                violation = Some(what);
+            }
+        }
+        if let Some(what) = violation {
+            mcu.fault(format!("strict MMIO: {what}"));
+            return;
         }
         // Outputs: the CAN node follows FDCAN1's state and rates.
         let rates = p.fdcan1.running().then(|| p.fdcan1.bitrates(p.rcc.fdcan_hz())).flatten();
@@ -371,6 +407,8 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
         clock.rebase(cpu.cycles(), p.core_hz());
         match stop {
             Stop::Budget => bootproof_rig::time::sleep_until(clock.time_of(cpu.cycles())).await,
+            // A step onto WFI: the debugger holds the core; no time passes for it.
+            Stop::Sleep if stepping => {}
             Stop::Sleep => {
                 let next = cpu.next_event().min(p.next_event());
                 let until =
@@ -400,16 +438,19 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
                 return;
             }
             Stop::Lockup { why } => {
-                let fault = cpu.last_fault.as_ref().map(|f| format!(" (last fault: {} at {:#010x})", f.what, f.pc));
+                let fault = cpu.last_fault.as_ref().map(|f| {
+                    let place = board.symbolize(f.pc).map(|s| format!(", in {s}")).unwrap_or_default();
+                    format!(" (last fault: {} at {:#010x}{place})", f.what, f.pc)
+                });
                 mcu.fault(format!("{hint}emulated core locked up: {why}{}", fault.unwrap_or_default()));
                 return;
             }
             Stop::Breakpoint(imm) => {
                 mcu.log(format!("firmware hit BKPT #{imm} at {:#010x}: core halted", cpu.pc()));
                 board.debug_halt();
-                board.halt_gate().await;
-                cpu.resume_from_bkpt();
+                at_bkpt = true;
             }
+            Stop::Stepped => {}
             Stop::Handover { pc } => {
                 mcu.log(format!("firmware jumped to system memory at {pc:#010x}: the ROM bootloader runs"));
                 drop(can_node);
@@ -420,6 +461,9 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
         if cpu.state() == RunState::Lockup {
             mcu.fault(format!("{hint}{}", cpu.lockup_reason()));
             return;
+        }
+        if stepping {
+            board.step_taken();
         }
     }
 }

@@ -6,9 +6,32 @@
 //! reset value (zero unless stated) and keeps what is written.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bootproof_rig::can::{Bitrates, CanFrame, CanId};
 use bootproof_rig::console::{Parity, SerialConfig};
+
+/// A register file: offset → value, with a multiplicative hash (std's SipHash costs more than
+/// the emulated instruction on register-heavy code).
+type Regs = HashMap<u32, u32, BuildHasherDefault<RegHasher>>;
+
+/// Fibonacci hashing of a register offset.
+#[derive(Default)]
+struct RegHasher(u64);
+
+impl Hasher for RegHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// Peripheral base addresses (RM0468 §2.3).
 pub mod addr {
@@ -77,8 +100,10 @@ const LSE_HZ: u32 = 32_768;
 /// reset-cause register is the board's (RMVF clears it), everything else is a register file.
 #[derive(Debug, Clone)]
 pub struct Rcc {
-    regs: HashMap<u32, u32>,
+    regs: Regs,
     osc: Oscillators,
+    /// (core clock, APB1 timer clock), recomputed at every RCC write.
+    clocks: (u32, u32),
 }
 
 /// RCC register offsets used by the clock tree.
@@ -102,14 +127,16 @@ pub(crate) mod rcc {
 
 impl Rcc {
     fn new(osc: Oscillators) -> Rcc {
-        let mut regs = HashMap::new();
+        let mut regs = Regs::default();
         regs.insert(rcc::CR, 0x0000_0025); // HSION, HSIRDY, HSIDIVF
         regs.insert(rcc::PLLCKSELR, 0x0202_0200);
         regs.insert(rcc::PLLCFGR, 0x01FF_0000);
         for d in [rcc::PLL1DIVR, rcc::PLL2DIVR, rcc::PLL3DIVR] {
             regs.insert(d, 0x0101_0280);
         }
-        Rcc { regs, osc }
+        let mut r = Rcc { regs, osc, clocks: (0, 0) };
+        r.clocks = (r.compute_core_hz(), r.compute_tim_apb1_hz());
+        r
     }
 
     fn get(&self, off: u32) -> u32 {
@@ -125,6 +152,12 @@ impl Rcc {
 
     /// Write; returns whether RMVF asked to clear the reset flags.
     fn write(&mut self, off: u32, v: u32) -> bool {
+        let rmvf = self.write_reg(off, v);
+        self.clocks = (self.compute_core_hz(), self.compute_tim_apb1_hz());
+        rmvf
+    }
+
+    fn write_reg(&mut self, off: u32, v: u32) -> bool {
         match off {
             rcc::CR => {
                 // Ready flags follow the enables: HSI, CSI, HSI48, HSE, PLL1..3; D1/D2 clocks ready.
@@ -214,11 +247,15 @@ impl Rcc {
 
     /// The core clock (sys_ck / D1CPRE).
     pub fn core_hz(&self) -> u32 {
+        self.clocks.0
+    }
+
+    fn compute_core_hz(&self) -> u32 {
         (self.sys_ck() / Self::ahb_div((self.get(rcc::D1CFGR) >> 8) & 0xF)).max(1)
     }
 
     fn hclk(&self) -> u32 {
-        self.core_hz() / Self::ahb_div(self.get(rcc::D1CFGR) & 0xF)
+        self.compute_core_hz() / Self::ahb_div(self.get(rcc::D1CFGR) & 0xF)
     }
 
     fn pclk1(&self) -> u32 {
@@ -227,6 +264,10 @@ impl Rcc {
 
     /// The APB1 timers' clock (twice PCLK1 when APB1 is divided).
     pub fn tim_apb1_hz(&self) -> u32 {
+        self.clocks.1
+    }
+
+    fn compute_tim_apb1_hz(&self) -> u32 {
         let div = Self::apb_div((self.get(rcc::D2CFGR) >> 4) & 7);
         if div == 1 { self.pclk1() } else { self.pclk1() * 2 }
     }
@@ -259,12 +300,12 @@ impl Rcc {
 /// ACTVOSRDY; ACTVOS mirrors VOS).
 #[derive(Debug, Clone)]
 pub struct Pwr {
-    regs: HashMap<u32, u32>,
+    regs: Regs,
 }
 
 impl Pwr {
     fn new() -> Pwr {
-        let mut regs = HashMap::new();
+        let mut regs = Regs::default();
         regs.insert(0x00, 0xF000_C000); // CR1
         regs.insert(0x0C, 0x0000_0046); // CR3: SCUEN | LDOEN | ...
         regs.insert(0x18, 0x0000_4000); // D3CR: VOS = scale 3
@@ -374,7 +415,7 @@ pub struct GpTimer {
     psc_active: u32,
     arr: u32,
     ccr: [u32; 4],
-    regs: HashMap<u32, u32>,
+    regs: Regs,
     /// Counter value at `base_cycle` and the fractional timer ticks.
     cnt: u64,
     base_cycle: u64,
@@ -392,7 +433,7 @@ impl GpTimer {
             psc_active: 0,
             arr: if bits32 { u32::MAX } else { 0xFFFF },
             ccr: [0; 4],
-            regs: HashMap::new(),
+            regs: Regs::default(),
             cnt: 0,
             base_cycle: 0,
             frac: 0,
@@ -551,7 +592,7 @@ pub struct Usart {
     cr3: u32,
     brr: u32,
     presc: u32,
-    regs: HashMap<u32, u32>,
+    regs: Regs,
     rx: VecDeque<u8>,
     ore: bool,
     /// Bytes written to TDR, not yet handed to the link.
@@ -568,7 +609,7 @@ impl Usart {
             cr3: 0,
             brr: 0,
             presc: 0,
-            regs: HashMap::new(),
+            regs: Regs::default(),
             rx: VecDeque::new(),
             ore: false,
             tx: Vec::new(),
@@ -699,7 +740,7 @@ impl Usart {
 /// two lines, and error counters that reach bus-off when nobody acknowledges.
 #[derive(Debug, Clone)]
 pub struct Fdcan {
-    regs: HashMap<u32, u32>,
+    regs: Regs,
     /// Message RAM (shared).
     pub ram: Vec<u8>,
     ir: u32,
@@ -784,7 +825,7 @@ fn len_dlc(len: usize) -> u32 {
 
 impl Fdcan {
     fn new() -> Fdcan {
-        let mut regs = HashMap::new();
+        let mut regs = Regs::default();
         regs.insert(can_reg::CREL, 0x3214_1218);
         regs.insert(can_reg::ENDN, 0x8765_4321);
         regs.insert(can_reg::DBTP, 0x0000_0A33);
@@ -1229,7 +1270,7 @@ pub enum FlashOp {
 /// written (latency is not modelled).
 #[derive(Debug, Clone)]
 pub struct FlashCtl {
-    regs: HashMap<u32, u32>,
+    regs: Regs,
     locked: bool,
     key_step: u8,
     key_broken: bool,
@@ -1256,7 +1297,7 @@ mod flash_reg {
 
 impl FlashCtl {
     fn new() -> FlashCtl {
-        let mut regs = HashMap::new();
+        let mut regs = Regs::default();
         regs.insert(flash_reg::ACR, 0x0000_0037);
         regs.insert(flash_reg::BOOT_CUR, 0x1FF0_0800);
         FlashCtl {
@@ -1417,7 +1458,7 @@ pub struct Peripherals {
     pub usart3: Usart,
     /// FDCAN1.
     pub fdcan1: Fdcan,
-    plain: HashMap<u32, u32>,
+    plain: Regs,
     /// Accesses outside every model (first ones; the count is in `unmodelled_count`).
     pub unmodelled: Vec<Unmodelled>,
     /// How many accesses were outside every model.
@@ -1462,7 +1503,7 @@ fn plain_region(addr: u32) -> bool {
 impl Peripherals {
     /// Reset state for `osc`.
     pub fn new(osc: Oscillators) -> Peripherals {
-        let mut plain = HashMap::new();
+        let mut plain = Regs::default();
         plain.insert(addr::DBGMCU, 0x1001_6483); // IDCODE: REV_ID 0x1001 (Z), DEV_ID 0x483
         Peripherals {
             rcc: Rcc::new(osc),
@@ -1523,9 +1564,13 @@ impl Peripherals {
             return rsr;
         }
         let (core, tim_hz) = (self.rcc.core_hz(), self.rcc.tim_apb1_hz());
-        let v = if let Some(t) = addr::TIM.iter().position(|b| addr >= *b && addr < b + 0x400) {
+        if let Some(t) = addr::TIM.iter().position(|b| addr >= *b && addr < b + 0x400) {
+            // A timer catches up to the present when read: its flags may rise.
+            self.lines_dirty = true;
             self.tim[t].read(addr - addr::TIM[t], cycles, core, tim_hz)
         } else if (addr::USART3..addr::USART3 + 0x400).contains(&addr) {
+            // Reading RDR pops the receive FIFO: the only read with a side effect on a line.
+            self.lines_dirty = true;
             self.usart3.read(addr - addr::USART3)
         } else if (addr::FDCAN1..addr::FDCAN1 + 0x400).contains(&addr) {
             self.fdcan1.read(addr - addr::FDCAN1)
@@ -1542,9 +1587,7 @@ impl Peripherals {
             self.pwr.read(addr - addr::PWR)
         } else {
             self.plain.get(&addr).copied().unwrap_or(0)
-        };
-        self.lines_dirty = true;
-        v
+        }
     }
 
     /// Write a register (word-wide value; `mask` marks the bytes written). Returns whether the

@@ -1,0 +1,114 @@
+//! The CLI on twins running real firmware: probe commands against the emulated core, and the
+//! suite's exit codes (a run that proved nothing is not green).
+
+use std::process::{Command, Output};
+
+fn bootproof(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bootproof")).args(args).output().expect("bootproof runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn probe_info_shows_where_the_real_firmware_is() {
+    let o = bootproof(&["--twin", "stm32h723zg", "--image", "bootproof", "probe", "info"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("core:   running at pc=0x08") && out.contains("(emulated), in "), "{out}");
+    // The firmware cleared the flags it read (RMVF).
+    assert!(out.contains("RCC_RSR: 0x00000000"), "{out}");
+}
+
+#[test]
+fn a_blank_twin_is_locked_up_and_says_why() {
+    let o = bootproof(&["--twin", "stm32h723zg", "probe", "info"]);
+    let (out, _) = text(&o);
+    assert!(out.contains("locked up") && out.contains("blank flash at boot address 0x08000000"), "{out}");
+}
+
+#[test]
+fn probe_rtt_decodes_the_firmware_defmt_log() {
+    let o = bootproof(&["--twin", "stm32h723zg", "--image", "bootproof", "probe", "rtt", "--ms", "300"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("INFO bootproof app 1.0.0 at 0x08000000: RCC_RSR 0x00fa0000, canary cold, boot 1"), "{out}");
+}
+
+#[test]
+fn probe_step_and_regs_work_on_the_emulated_core() {
+    let o = bootproof(&["--twin", "stm32h723zg", "--image", "bootproof", "probe", "step", "3"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert_eq!(out.matches("step ").count(), 3, "{out}");
+    let o = bootproof(&["--twin", "stm32h723zg", "--image", "bootproof", "probe", "regs"]);
+    let (out, _) = text(&o);
+    assert!(out.contains(" sp 0x2001") && out.contains("xpsr 0x"), "{out}");
+}
+
+#[test]
+fn image_outside_a_twin_is_refused_with_the_fix() {
+    let (_, err) = text(&bootproof(&["--image", "bootproof", "probe", "info"]));
+    assert!(err.contains("--image programs a twin's flash") && err.contains("bootproof flash"), "{err}");
+    let (_, err) = text(&bootproof(&["--twin", "stm32h723zg", "--image", "x.elf", "suite"]));
+    assert!(err.contains("suite --app-image"), "{err}");
+    let (_, err) = text(&bootproof(&["--twin", "stm32h723zg", "--image", "/nonexistent.elf", "probe", "info"]));
+    assert!(err.contains("/nonexistent.elf"), "{err}");
+}
+
+#[test]
+fn a_suite_that_proved_nothing_is_not_green() {
+    // The G071 has no CAN ROM interface: seed-loop skips, nothing passes.
+    let o = bootproof(&["suite", "--twin", "stm32g071rb", "--scenario", "seed-loop"]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    assert!(out.contains("NOT PROVED: nothing was proved"), "{out}");
+}
+
+#[test]
+fn require_all_fails_on_a_skip_and_min_pass_counts() {
+    let o = bootproof(&[
+        "suite",
+        "--twin",
+        "stm32f446re",
+        "--scenario",
+        "rom-get-id",
+        "--scenario",
+        "signed-boot",
+        "--require-all",
+    ]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    assert!(out.contains("--require-all: 1 scenario run(s) skipped"), "{out}");
+    let o = bootproof(&["suite", "--twin", "stm32f446re", "--scenario", "rom-get-id", "--min-pass", "2"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o).0);
+    let o =
+        bootproof(&["suite", "--twin", "stm32f446re", "--scenario", "rom-get-id", "--require-all", "--min-pass", "1"]);
+    assert!(o.status.success(), "{}", text(&o).0);
+}
+
+#[test]
+fn app_image_runs_a_users_firmware_and_one_without_a_beacon_fails_clearly() {
+    let fw =
+        bootproof::firmware::for_board(&bootproof_fixtures::BoardProfile::builtin("stm32h723zg").unwrap()).unwrap();
+    let elf = fw.elf_path(bootproof::firmware::AppBuild::Flash).unwrap();
+    fw.ensure_built().unwrap();
+    let o =
+        bootproof(&["suite", "--twin", "stm32h723zg", "--scenario", "seed-loop", "--app-image", elf.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    // Firmware that never sends the beacon: a vector table over a loop (`b .`).
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("silent.bin");
+    let mut img = vec![0u8; 0x404];
+    img[..4].copy_from_slice(&0x2002_0000u32.to_le_bytes());
+    img[4..8].copy_from_slice(&0x0800_0401u32.to_le_bytes());
+    img[0x400..0x402].copy_from_slice(&0xE7FEu16.to_le_bytes());
+    std::fs::write(&bin, img).unwrap();
+    let o =
+        bootproof(&["suite", "--twin", "stm32h723zg", "--scenario", "seed-loop", "--app-image", bin.to_str().unwrap()]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("no boot beacon on CAN or the console"), "{out}");
+}
