@@ -109,3 +109,48 @@ async fn bootprofs_own_firmware_stays_inside_the_modelled_registers() {
     let events = twin.board().events();
     assert!(!events.iter().any(|e| e.what.contains("outside the twin's peripheral models")), "{events:#?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_app_reboots_into_the_rom_bootloader_on_request() {
+    let (twin, mut rig) = flashed(false).await;
+    bootproof_rig::time::sleep(Duration::from_millis(300)).await;
+    // The console request, as a user types it on the ST-LINK virtual COM port.
+    let port = rig.console().unwrap();
+    port.configure(bootproof_rig::console::SerialConfig::n81(115_200)).await.unwrap();
+    port.discard_input().await.unwrap();
+    port.write_line("bootproof rom").await.unwrap();
+    let said = port.expect("rebooting into the ROM bootloader", Duration::from_secs(1)).await.unwrap();
+    assert!(said.line.contains("bootproof: rebooting"), "{}", said.line);
+    bootproof_rig::time::sleep(Duration::from_millis(100)).await;
+    // The app set its flag, reset through AIRCR.SYSRESETREQ, and on the next boot jumped to
+    // system memory: ST's ROM bootloader answers on CAN with BOOT0 still low.
+    let mut rom = bootproof::rom::RomClient::open(&mut rig, None).unwrap();
+    let pid = rom.connect().await.unwrap();
+    assert_eq!(pid, 0x483);
+    let events: Vec<String> = twin.board().events().into_iter().map(|e| e.what).collect();
+    let at = |s: &str| events.iter().position(|e| e.contains(s)).unwrap_or_else(|| panic!("{s}: {events:#?}"));
+    let reset = at("firmware requested a system reset (AIRCR.SYSRESETREQ)");
+    let jump = at("firmware jumped to system memory");
+    assert!(reset < jump, "{events:#?}");
+    // A software reset's flags, left for the ROM session (the app jumps before reading them).
+    let flags = twin.board().state().rsr;
+    let sw = twin.board().profile().reset.value_for(bootproof_fixtures::ResetKind::Software);
+    assert_eq!(flags & sw, sw, "RSR {flags:#010x}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_can_request_reboots_into_the_rom_bootloader_too() {
+    let (twin, mut rig) = flashed(false).await;
+    bootproof_rig::time::sleep(Duration::from_millis(300)).await;
+    let request = bootproof_rig::CanFrame::fd(
+        bootproof_rig::CanId::Standard(bootproof_rig::beacon::REQUEST_ID),
+        &[bootproof_rig::beacon::request::ENTER_ROM],
+        true,
+    )
+    .unwrap();
+    rig.can().unwrap().send(&request).await.unwrap();
+    bootproof_rig::time::sleep(Duration::from_millis(100)).await;
+    let pid = bootproof::rom::RomClient::open(&mut rig, None).unwrap().connect().await.unwrap();
+    assert_eq!(pid, 0x483);
+    assert!(twin.board().events().iter().any(|e| e.what.contains("firmware jumped to system memory")));
+}

@@ -1,7 +1,9 @@
 //! The boot beacon ([`bootproof_beacon`]) as the rig sees it: from CAN frames (one FD frame, or
 //! four classic frames reassembled in order) and from console lines.
 
-pub use bootproof_beacon::{Beacon, Canary, DecodeError, LEN, RAM_SYMBOL, Slot, Stage, Version, flags};
+pub use bootproof_beacon::{
+    Beacon, Canary, DecodeError, HEARTBEAT_ID, LEN, RAM_SYMBOL, REQUEST_ID, Slot, Stage, Version, flags, request,
+};
 
 use crate::can::{CanFrame, CanId};
 

@@ -16,15 +16,15 @@ use super::{Cli, open_rig, open_twin};
 #[derive(Debug, Args)]
 pub struct SuiteArgs {
     /// Run only these scenarios (repeatable): rom-get-id, seed-loop, reset-vs-power-on,
-    /// blank-flash, interrupted-transfer.
+    /// blank-flash, interrupted-transfer, signed-boot.
     #[arg(long = "scenario", value_name = "ID")]
     pub scenarios: Vec<String>,
     /// Allow the blank-flash scenario to mass-erase a physical board (always allowed on the twin).
     #[arg(long)]
     pub allow_mass_erase: bool,
     /// Application to flash instead of bootproof's firmware (ELF, HEX or BIN). It must send
-    /// the bootproof beacon. Needed for boards bootproof has no firmware for; on the twin it
-    /// runs on the emulated core (STM32H7 profiles).
+    /// the bootproof beacon. On the twin it runs on the emulated core (the
+    /// H7 with register models of its peripherals, other families with RCC's reset register).
     #[arg(long, value_name = "FILE")]
     pub app_image: Option<PathBuf>,
     /// Load address for a raw binary --app-image.

@@ -919,6 +919,13 @@ impl Mcu {
         self.board.mem_read(&st, addr, buf, Access::Core)
     }
 
+    /// Whether the ECC corrects a single error in a flash word of `[addr, addr + len)`.
+    pub fn flash_corrected(&self, addr: u32, len: usize) -> bool {
+        let st = self.board.state();
+        let mut buf = vec![0u8; len];
+        matches!(st.flash.read_checked(addr, &mut buf), Ok(Some(_)))
+    }
+
     /// Read memory as the ROM bootloader does (subject to readout protection).
     pub fn read_protected(&self, addr: u32, buf: &mut [u8]) -> Result<(), McuError> {
         let st = self.board.state();

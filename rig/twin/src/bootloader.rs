@@ -146,10 +146,14 @@ impl ReadNorFlash for TwinFlash<'_> {
 }
 
 impl EccRead for TwinFlash<'_> {
-    /// The twin's flash reports double errors (torn words) only; a single-error correction is
-    /// not modelled at this level, so every successful read is clean.
+    /// A double error (a torn word) is an error; a word the ECC corrected reads as `Corrected`.
     fn read_checked(&mut self, offset: u32, bytes: &mut [u8]) -> Result<ReadCheck, TwinFlashError> {
-        self.read(offset, bytes).map(|()| ReadCheck::Clean)
+        self.read(offset, bytes)?;
+        Ok(if self.mcu.flash_corrected(self.layout.flash_base + offset, bytes.len()) {
+            ReadCheck::Corrected
+        } else {
+            ReadCheck::Clean
+        })
     }
 }
 

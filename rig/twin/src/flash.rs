@@ -24,6 +24,9 @@ pub enum WordState {
     Programmed,
     /// ECC-inconsistent: torn program, torn erase or double program. Reads fault.
     Inconsistent,
+    /// Programmed, with one bit flipped since (retention, disturb): the ECC corrects it, so
+    /// reads return the programmed data and flag a single error (SNECCERR on the H7).
+    Corrected,
 }
 
 /// A flash access error.
@@ -144,6 +147,11 @@ impl FlashArray {
 
     /// Read `buf.len()` bytes at `addr`. Fails on the first inconsistent word (double ECC).
     pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), FlashFault> {
+        self.read_checked(addr, buf).map(drop)
+    }
+
+    /// [`FlashArray::read`], also saying which word (if any) the ECC corrected.
+    pub fn read_checked(&self, addr: u32, buf: &mut [u8]) -> Result<Option<u32>, FlashFault> {
         let end = addr as u64 + buf.len() as u64;
         if !self.contains(addr) || end > self.end() as u64 {
             return Err(FlashFault::OutOfRange(if self.contains(addr) { self.end() } else { addr }));
@@ -157,6 +165,36 @@ impl FlashArray {
         }
         let off = (addr - self.base) as usize;
         buf.copy_from_slice(&self.data[off..off + buf.len()]);
+        if self.ecc && !buf.is_empty() {
+            let (first, last) = (self.word_index(addr), self.word_index((end - 1) as u32));
+            if let Some(i) = (first..=last).find(|i| self.words[*i] == WordState::Corrected) {
+                return Ok(Some(self.base + i as u32 * self.word));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Flip one stored bit of the programmed word at `addr` (a retention error). With ECC the
+    /// word stays readable, its data corrected, and reads flag it (a second flip in the same
+    /// word is a double error); without ECC the bit reads flipped. Erased and inconsistent
+    /// words are left as they are.
+    pub fn flip_bit(&mut self, addr: u32, bit: u32) -> Result<(), FlashFault> {
+        if !self.contains(addr) {
+            return Err(FlashFault::OutOfRange(addr));
+        }
+        let i = self.word_index(addr);
+        let byte = i * self.word as usize + (bit / 8) as usize % self.word as usize;
+        self.version += 1;
+        if self.ecc {
+            if self.words[i] == WordState::Programmed {
+                self.words[i] = WordState::Corrected;
+            } else if self.words[i] == WordState::Corrected {
+                // A second flipped bit: beyond the single-error correction.
+                self.words[i] = WordState::Inconsistent;
+            }
+        } else {
+            self.data[byte] ^= 1 << (bit % 8);
+        }
         Ok(())
     }
 

@@ -128,8 +128,12 @@ impl Bus for SocBus<'_> {
         let n = size_bytes(size);
         if self.flash_contains(addr) {
             let mut b = [0u8; 4];
-            return match self.st.flash.read(addr, &mut b[..n as usize]) {
-                Ok(()) => Ok(u32::from_le_bytes(b)),
+            return match self.st.flash.read_checked(addr, &mut b[..n as usize]) {
+                Ok(None) => Ok(u32::from_le_bytes(b)),
+                Ok(Some(w)) => {
+                    self.p.flash_corrected(w);
+                    Ok(u32::from_le_bytes(b))
+                }
                 Err(crate::flash::FlashFault::EccDouble(w)) => {
                     self.p.flash_ecc(w);
                     Err(BusError::Ecc(addr))

@@ -313,10 +313,7 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
         }
         let bytes = uart.board_try_read(64);
         if !bytes.is_empty() {
-            for b in bytes {
-                p.usart3.receive(b);
-            }
-            p.touch();
+            p.usart3_receive(&bytes, cpu.cycles());
         }
         let flight = uart_writer.in_flight.load(Ordering::SeqCst);
         if flight != p.usart3.in_flight {

@@ -599,6 +599,14 @@ pub struct Usart {
     pub tx: Vec<u8>,
     /// Bytes on their way on the wire (set by the link's writer).
     pub in_flight: usize,
+    /// IDLE: the line went quiet for a character time after receiving.
+    idle: bool,
+    /// The core cycle IDLE rises at, after the last received character.
+    idle_at: Option<u64>,
+    /// Characters from the link not yet on the RX pin: they arrive one character time apart.
+    incoming: VecDeque<u8>,
+    /// When the next of them completes.
+    next_in: u64,
 }
 
 impl Usart {
@@ -614,6 +622,10 @@ impl Usart {
             ore: false,
             tx: Vec::new(),
             in_flight: 0,
+            idle: false,
+            idle_at: None,
+            incoming: VecDeque::new(),
+            next_in: 0,
         }
     }
 
@@ -626,6 +638,9 @@ impl Usart {
         let mut v = 0;
         if self.ore {
             v |= 1 << 3;
+        }
+        if self.idle {
+            v |= 1 << 4; // IDLE
         }
         if !self.rx.is_empty() {
             v |= 1 << 5; // RXNE / RXFNE
@@ -697,6 +712,9 @@ impl Usart {
                 if v & (1 << 3) != 0 {
                     self.ore = false;
                 }
+                if v & (1 << 4) != 0 {
+                    self.idle = false; // IDLECF
+                }
             }
             0x28 => {
                 if self.cr1 & 1 != 0 && self.cr1 & (1 << 3) != 0 {
@@ -710,11 +728,13 @@ impl Usart {
         }
     }
 
-    /// A byte arrived from the link.
-    pub fn receive(&mut self, b: u8) {
+    /// A byte arrived from the link at core cycle `now`; IDLE rises `char_cycles` later unless
+    /// another byte follows.
+    pub fn receive(&mut self, b: u8, now: u64, char_cycles: u64) {
         if self.cr1 & 1 == 0 || self.cr1 & (1 << 2) == 0 {
             return;
         }
+        self.idle_at = Some(now + char_cycles);
         if self.rx.len() >= self.fifo_depth() {
             self.ore = true;
         } else {
@@ -728,6 +748,7 @@ impl Usart {
             || (self.cr1 & (1 << 7) != 0 && isr & (1 << 7) != 0)
             || (self.cr1 & (1 << 6) != 0 && isr & (1 << 6) != 0)
             || (self.cr3 & 1 != 0 && self.ore)
+            || (self.cr1 & (1 << 4) != 0 && self.idle)
     }
 }
 
@@ -1655,13 +1676,53 @@ impl Peripherals {
         for t in &mut self.tim {
             t.sync(cycles, core, tim_hz);
         }
+        self.usart3_deliver(cycles);
+        if self.usart3.idle_at.is_some_and(|at| cycles >= at) {
+            self.usart3.idle_at = None;
+            self.usart3.idle = true;
+        }
         self.lines_dirty = true;
+    }
+
+    /// Bytes for USART3 from the link, from core cycle `now` on: they reach the receiver one
+    /// character time apart, as on the wire (the link hands them over in bursts).
+    pub fn usart3_receive(&mut self, bytes: &[u8], now: u64) {
+        if self.usart3.incoming.is_empty() {
+            self.usart3.next_in = self.usart3.next_in.max(now);
+        }
+        self.usart3.incoming.extend(bytes);
+        self.usart3_deliver(now);
+    }
+
+    fn usart3_char_cycles(&self) -> u64 {
+        let cfg = self.usart3.config(self.rcc.usart3_hz());
+        let bits = if cfg.is_some_and(|c| c.parity != Parity::None) { 11 } else { 10 };
+        let baud = cfg.map(|c| c.baud).unwrap_or(115_200).max(1) as u64;
+        (bits * self.core_hz() as u64 / baud).max(1)
+    }
+
+    fn usart3_deliver(&mut self, now: u64) {
+        let cc = self.usart3_char_cycles();
+        while now >= self.usart3.next_in
+            && let Some(b) = self.usart3.incoming.pop_front()
+        {
+            let at = self.usart3.next_in;
+            self.usart3.receive(b, at, cc);
+            self.usart3.next_in = at + cc;
+            self.lines_dirty = true;
+        }
     }
 
     /// The earliest cycle a timer or the flash controller changes by itself.
     pub fn next_event(&self) -> u64 {
         let (core, tim_hz) = (self.rcc.core_hz(), self.rcc.tim_apb1_hz());
         let mut n = self.tim.iter().map(|t| t.next_event(core, tim_hz)).min().unwrap_or(u64::MAX);
+        if let Some(at) = self.usart3.idle_at {
+            n = n.min(at);
+        }
+        if !self.usart3.incoming.is_empty() {
+            n = n.min(self.usart3.next_in);
+        }
         if let Some((_, done)) = &self.flash.busy {
             n = n.min(*done);
         }
@@ -1707,6 +1768,13 @@ impl Peripherals {
         }
         self.lines_dirty = true;
         Some(op)
+    }
+
+    /// The ECC corrected a single error in the flash word at `addr` (SNECCERR1, ECC_FA1R).
+    pub fn flash_corrected(&mut self, addr: u32) {
+        self.flash.sr |= 1 << 25; // SNECCERR
+        self.flash.ecc_fa = ((addr - 0x0800_0000) / 32) & 0x7FFF;
+        self.lines_dirty = true;
     }
 
     /// Record an ECC double error at `addr` in the flash controller's status.
