@@ -149,3 +149,29 @@ fn private_keys_are_never_printed() {
     assert!(!all.contains(&body[..20]), "PEM body printed: {all}");
     assert!(!all.contains("PRIVATE KEY"), "{all}");
 }
+
+/// The README's example: sign the real application's slot-B build (its ELF) and verify it; the
+/// slot-A build is refused for slot B, since it is linked for the other slot.
+#[test]
+fn the_readme_example_signs_the_real_slot_b_build() {
+    let board = bootproof_fixtures::BoardProfile::builtin("stm32h723zg").unwrap();
+    let fw = bootproof::firmware::for_board(&board).unwrap();
+    fw.ensure_built().unwrap();
+    let elf_b = fw.elf_path(bootproof::firmware::AppBuild::Slot(boot_core::layout::SlotId::B)).unwrap();
+    let elf_a = fw.elf_path(bootproof::firmware::AppBuild::Slot(boot_core::layout::SlotId::A)).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let ka = key("test-ed25519-a.pem");
+    let sign = |elf: &Path| {
+        let elf = elf.display().to_string();
+        let args = ["image", "sign", "--key", &ka, "--slot", "b", "--image-version", "1.2.3", &elf, "-o", "b.bin"];
+        bootproof(&args, d.path())
+    };
+    let o = sign(&elf_b);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("v1.2.3+0 for slot B (0x08080000)"), "{}", text(&o));
+    let o = bootproof(&["image", "verify", "--key", &ka, "--slot", "b", "b.bin"], d.path());
+    assert!(o.status.success() && text(&o).starts_with("VALID"), "{}", text(&o));
+    let o = sign(&elf_a);
+    assert!(!o.status.success(), "a slot-A build signed for slot B: {}", text(&o));
+    assert!(text(&o).contains("0x08020400"), "the error names where the build is linked: {}", text(&o));
+}

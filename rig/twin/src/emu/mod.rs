@@ -2,8 +2,10 @@
 //! ([`bootproof_cortex`]), over the board's memory and register-level peripheral models
 //! ([`periph`], [`bus`]).
 //!
-//! When the twin boots an image that carries no stand-in descriptor and whose vector table is
-//! plausible, on a part whose peripherals are modelled (the STM32H7), it runs it here:
+//! When the twin boots an image that carries no stand-in descriptor, it runs it here, on every
+//! family: the STM32H7 with register models of the peripherals its firmware uses, the F4 and
+//! G0 with their reset-cause register only (enough for a beacon-only firmware) at 16 MHz. A
+//! blank or implausible vector table goes through the core too, and locks it up as on the chip:
 //!
 //! * **Time**: the core runs in quanta of [`QUANTUM`] of board time; executed cycles at the
 //!   core clock the RCC model computes (64 MHz HSI after reset; PLLs and prescalers change it)
