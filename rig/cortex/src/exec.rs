@@ -131,8 +131,10 @@ impl Cpu {
         if self.handler_mode && addr >> 28 == 0xF {
             return self.exception_return(bus, addr);
         }
+        // EPSR.T = address<0>: with T clear the branch completes and the next instruction takes
+        // an INVSTATE usage fault (A2.3.1 BXWritePC).
         if addr & 1 == 0 {
-            return self.usage_fault(bus, 1, pc, format!("branch to {addr:#010x} with bit 0 clear (INVSTATE)"));
+            self.t_clear = Some(pc);
         }
         self.r[15] = addr & !1;
         None

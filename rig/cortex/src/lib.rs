@@ -157,6 +157,9 @@ pub struct Cpu {
     ipsr: u16,
     itstate: u8,
     it_was_active: bool,
+    /// EPSR.T is 0 (an interworking branch to an even address): the next instruction takes an
+    /// INVSTATE usage fault. Holds the address of the instruction that cleared it, for reports.
+    t_clear: Option<u32>,
     primask: bool,
     faultmask: bool,
     basepri: u8,
@@ -182,6 +185,9 @@ pub struct Cpu {
     lockup_why: String,
 }
 
+/// `Cpu::t_clear` after an exception return (rather than a branch at an address).
+const T_CLEAR_BY_RETURN: u32 = u32::MAX;
+
 /// Instructions per cache page (a page covers 2 KiB of code).
 const CACHE_PAGE: usize = 1024;
 
@@ -201,6 +207,7 @@ impl Cpu {
             ipsr: 0,
             itstate: 0,
             it_was_active: false,
+            t_clear: None,
             primask: false,
             faultmask: false,
             basepri: 0,
@@ -266,6 +273,7 @@ impl Cpu {
         self.ipsr = 0;
         self.control = 0;
         self.itstate = 0;
+        self.t_clear = None;
         self.active = [0; NUM_EXC / 64];
         self.state = RunState::Running;
         self.recheck = true;
@@ -289,7 +297,7 @@ impl Cpu {
     /// xPSR as the debugger reads it.
     pub fn xpsr(&self) -> u32 {
         self.apsr
-            | (1 << 24)
+            | if self.t_clear.is_some() { 0 } else { 1 << 24 }
             | ((self.itstate as u32 & 3) << 25)
             | ((self.itstate as u32 >> 2) << 10)
             | self.ipsr as u32
@@ -468,6 +476,16 @@ impl Cpu {
     /// Execute one instruction (or take a fault instead).
     fn step(&mut self, bus: &mut impl Bus) -> Option<Stop> {
         let pc = self.r[15];
+        if let Some(from) = self.t_clear {
+            // EPSR.T = 0: the instruction cannot execute (ARMv7-M ARM A2.3.1 BXWritePC, B1.5.14).
+            self.scs.cfsr |= 1 << 17; // INVSTATE
+            let why = if from == T_CLEAR_BY_RETURN {
+                "an exception return whose stacked xPSR has T clear".to_string()
+            } else {
+                format!("the branch at {from:#010x} went to an address with bit 0 clear")
+            };
+            return self.fault(bus, 6, pc, format!("execution at {pc:#010x} with EPSR.T clear: {why} (INVSTATE)"));
+        }
         let (insn, len) = match self.fetch_decoded(bus, pc) {
             Ok(d) => d,
             Err(BusError::Handover(pc)) => return Some(Stop::Handover { pc }),
@@ -653,6 +671,7 @@ impl Cpu {
         self.r[14] = exc_return;
         self.ipsr = n as u16;
         self.itstate = 0;
+        self.t_clear = None;
         self.active[n / 64] |= 1 << (n % 64);
         self.clear_pending(n);
         self.event = true;
@@ -711,6 +730,8 @@ impl Cpu {
         self.r[15] = frame[6] & !1;
         self.apsr = xpsr & 0xF80F_0000;
         self.itstate = (((xpsr >> 10) & 0x3F) << 2 | ((xpsr >> 25) & 3)) as u8;
+        // EPSR.T from the frame: a frame with T clear faults (INVSTATE) on its first instruction.
+        self.t_clear = if xpsr & (1 << 24) == 0 { Some(T_CLEAR_BY_RETURN) } else { None };
         self.handler_mode = !to_thread;
         self.ipsr = if to_thread { 0 } else { (xpsr & 0x1FF) as u16 };
         if !to_thread {
