@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use boot_core::layout::{H723, SlotId};
-use bootproof::firmware::{AppBuild, for_board};
+use bootproof::firmware::{Binary, for_board};
 use bootproof_fixtures::{BoardProfile, Level};
 use bootproof_rig::beacon::CanListener;
 use bootproof_rig::image::{FirmwareImage, Segment};
@@ -108,7 +108,7 @@ fn trial_set() -> FirmwareImage {
     )
     .unwrap();
     let fw = for_board(&p).unwrap();
-    let signed = fw.signed(&H723, AppBuild::Slot(SlotId::A), ImageVersion::new(1, 0, 0, 0), 1, &key).unwrap();
+    let signed = fw.signed(&H723, Binary::Slot(SlotId::A), ImageVersion::new(1, 0, 0, 0), 1, &key).unwrap();
     let mut segs: Vec<Segment> = bootproof_twin::bootloader::bootloader_image(&p, &[key.trusted()]).segments;
     for (address, data) in boot_core::provision::segments(&H723, SlotId::A, &signed, false).unwrap() {
         segs.push(Segment { address, data });
@@ -156,7 +156,7 @@ fn mips(r: &Run) -> (f64, f64) {
 fn main() {
     let p = h723();
     let fw = for_board(&p).expect("the H723 firmware");
-    let app = fw.image(AppBuild::Flash).expect("the firmware builds");
+    let app = fw.image(Binary::Flash).expect("the firmware builds");
     let trial = trial_set();
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
 

@@ -2,7 +2,7 @@
 //!
 //! | board | workspace | what |
 //! |---|---|---|
-//! | stm32h723zg (NUCLEO-H723ZG) | `firmware-under-test/stm32h7` | the application (`app`, at the start of flash), its builds for slot A and B of bootproof's bootloader, and their `-noconfirm` builds whose trial always fails; beacon on CAN FD, the console and RAM |
+//! | stm32h723zg (NUCLEO-H723ZG) | `firmware-under-test/stm32h7` | bootproof's bootloader (sector 0); the application (`app`, at the start of flash), its builds for slot A and B of bootproof's bootloader, and their `-noconfirm` builds whose trial always fails; beacon on CAN FD, the console and RAM |
 //! | stm32f446re, stm32g071rb | `firmware-under-test/minimal` | the minimal beacon firmware: reset flags, RAM canary, beacon in RAM for the probe |
 //!
 //! The same ELF files are flashed on a real rig and executed by the twin's emulated core.
@@ -28,10 +28,12 @@ use fut_image::sign::{SignOptions, sign};
 /// Where the firmware workspaces are in this repository.
 pub const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../firmware-under-test");
 
-/// Which build of the application.
+/// Which binary of bootproof's firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AppBuild {
-    /// At the start of flash, no bootloader.
+pub enum Binary {
+    /// bootproof's bootloader, in sector 0.
+    Bootloader,
+    /// The application at the start of flash, no bootloader.
     Flash,
     /// In a slot of bootproof's bootloader; confirms itself when it runs as a trial.
     Slot(SlotId),
@@ -39,25 +41,27 @@ pub enum AppBuild {
     SlotNoConfirm(SlotId),
 }
 
-impl AppBuild {
+impl Binary {
     /// The binary's name in the workspace.
     pub fn bin(self) -> &'static str {
         match self {
-            AppBuild::Flash => "app",
-            AppBuild::Slot(SlotId::A) => "app-slot-a",
-            AppBuild::Slot(SlotId::B) => "app-slot-b",
-            AppBuild::SlotNoConfirm(SlotId::A) => "app-slot-a-noconfirm",
-            AppBuild::SlotNoConfirm(SlotId::B) => "app-slot-b-noconfirm",
+            Binary::Bootloader => "bootloader",
+            Binary::Flash => "app",
+            Binary::Slot(SlotId::A) => "app-slot-a",
+            Binary::Slot(SlotId::B) => "app-slot-b",
+            Binary::SlotNoConfirm(SlotId::A) => "app-slot-a-noconfirm",
+            Binary::SlotNoConfirm(SlotId::B) => "app-slot-b-noconfirm",
         }
     }
 
     /// Every build.
-    pub const ALL: [AppBuild; 5] = [
-        AppBuild::Flash,
-        AppBuild::Slot(SlotId::A),
-        AppBuild::Slot(SlotId::B),
-        AppBuild::SlotNoConfirm(SlotId::A),
-        AppBuild::SlotNoConfirm(SlotId::B),
+    pub const ALL: [Binary; 6] = [
+        Binary::Bootloader,
+        Binary::Flash,
+        Binary::Slot(SlotId::A),
+        Binary::Slot(SlotId::B),
+        Binary::SlotNoConfirm(SlotId::A),
+        Binary::SlotNoConfirm(SlotId::B),
     ];
 }
 
@@ -146,10 +150,10 @@ type BuildKey = (PathBuf, &'static str, Option<&'static str>);
 static BUILDS: Mutex<Option<HashMap<BuildKey, Result<(), FirmwareError>>>> = Mutex::new(None);
 
 impl BoardFirmware {
-    fn bin(&self, build: AppBuild) -> Result<&'static str, FirmwareError> {
+    fn bin(&self, build: Binary) -> Result<&'static str, FirmwareError> {
         match (self.minimal, build) {
             (None, b) => Ok(b.bin()),
-            (Some(bin), AppBuild::Flash) => Ok(bin),
+            (Some(bin), Binary::Flash) => Ok(bin),
             (Some(_), b) => Err(FirmwareError::NoSuchBuild { board: self.board.clone(), build: b.bin() }),
         }
     }
@@ -161,7 +165,7 @@ impl BoardFirmware {
     }
 
     /// The ELF of `build`.
-    pub fn elf_path(&self, build: AppBuild) -> Result<PathBuf, FirmwareError> {
+    pub fn elf_path(&self, build: Binary) -> Result<PathBuf, FirmwareError> {
         Ok(self.dir.join("target").join(self.target).join("release").join(self.bin(build)?))
     }
 
@@ -217,7 +221,7 @@ impl BoardFirmware {
     }
 
     /// The image of `build` (built first if needed).
-    pub fn image(&self, build: AppBuild) -> Result<FirmwareImage, FirmwareError> {
+    pub fn image(&self, build: Binary) -> Result<FirmwareImage, FirmwareError> {
         let path = self.elf_path(build)?;
         self.ensure_built()?;
         FirmwareImage::load(&path, None).map_err(|e| FirmwareError::Elf {
@@ -230,7 +234,7 @@ impl BoardFirmware {
     }
 
     /// The symbols of `build`.
-    pub fn symbols(&self, build: AppBuild) -> Result<Symbols, FirmwareError> {
+    pub fn symbols(&self, build: Binary) -> Result<Symbols, FirmwareError> {
         let img = self.image(build)?;
         Symbols::from_elf(&img.name, &img.raw)
             .map_err(|e| FirmwareError::Elf { path: self.elf_path(build).unwrap_or_default(), message: e.to_string() })
@@ -240,14 +244,14 @@ impl BoardFirmware {
     pub fn signed(
         &self,
         layout: &Layout,
-        build: AppBuild,
+        build: Binary,
         version: ImageVersion,
         security_counter: u32,
         key: &SigningKey,
     ) -> Result<Vec<u8>, FirmwareError> {
         let slot = match build {
-            AppBuild::Slot(s) | AppBuild::SlotNoConfirm(s) => s,
-            AppBuild::Flash => {
+            Binary::Slot(s) | Binary::SlotNoConfirm(s) => s,
+            Binary::Flash | Binary::Bootloader => {
                 return Err(FirmwareError::Sign {
                     what: build.bin().into(),
                     message: "it is linked at the start of flash, not for a slot".into(),

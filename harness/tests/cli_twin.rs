@@ -92,7 +92,7 @@ fn require_all_fails_on_a_skip_and_min_pass_counts() {
 fn app_image_runs_a_users_firmware_and_one_without_a_beacon_fails_clearly() {
     let fw =
         bootproof::firmware::for_board(&bootproof_fixtures::BoardProfile::builtin("stm32h723zg").unwrap()).unwrap();
-    let elf = fw.elf_path(bootproof::firmware::AppBuild::Flash).unwrap();
+    let elf = fw.elf_path(bootproof::firmware::Binary::Flash).unwrap();
     fw.ensure_built().unwrap();
     let o =
         bootproof(&["suite", "--twin", "stm32h723zg", "--scenario", "seed-loop", "--app-image", elf.to_str().unwrap()]);

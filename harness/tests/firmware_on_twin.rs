@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bootproof::firmware::{AppBuild, for_board};
+use bootproof::firmware::{Binary, for_board};
 use bootproof_fixtures::{BoardProfile, Level};
 use bootproof_rig::Rig;
 use bootproof_rig::defmt::DefmtLog;
@@ -17,7 +17,7 @@ fn h723() -> BoardProfile {
 }
 
 fn app() -> bootproof_rig::image::FirmwareImage {
-    for_board(&h723()).expect("firmware for the H723").image(AppBuild::Flash).expect("the firmware builds")
+    for_board(&h723()).expect("firmware for the H723").image(Binary::Flash).expect("the firmware builds")
 }
 
 async fn flashed(strict: bool) -> (Twin, Rig) {

@@ -157,8 +157,8 @@ fn the_readme_example_signs_the_real_slot_b_build() {
     let board = bootproof_fixtures::BoardProfile::builtin("stm32h723zg").unwrap();
     let fw = bootproof::firmware::for_board(&board).unwrap();
     fw.ensure_built().unwrap();
-    let elf_b = fw.elf_path(bootproof::firmware::AppBuild::Slot(boot_core::layout::SlotId::B)).unwrap();
-    let elf_a = fw.elf_path(bootproof::firmware::AppBuild::Slot(boot_core::layout::SlotId::A)).unwrap();
+    let elf_b = fw.elf_path(bootproof::firmware::Binary::Slot(boot_core::layout::SlotId::B)).unwrap();
+    let elf_a = fw.elf_path(bootproof::firmware::Binary::Slot(boot_core::layout::SlotId::A)).unwrap();
     let d = tempfile::tempdir().unwrap();
     let ka = key("test-ed25519-a.pem");
     let sign = |elf: &Path| {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use bootproof::firmware::{AppBuild, BoardFirmware, footprint, for_board};
+use bootproof::firmware::{Binary, BoardFirmware, footprint, for_board};
 use bootproof_fixtures::BoardProfile;
 use clap::Subcommand;
 
@@ -35,13 +35,14 @@ pub fn run(c: &FirmwareCommand) -> Result<ExitCode> {
     if let FirmwareCommand::Sizes = c {
         println!("{:<12} {:<22} {:>9} {:>7} {:>9} {:>7}", "board", "binary", "flash", "of", "RAM", "of");
         for (p, fw) in &boards {
-            let builds: &[AppBuild] = if fw.is_full() { &AppBuild::ALL } else { &[AppBuild::Flash] };
+            let builds: &[Binary] = if fw.is_full() { &Binary::ALL } else { &[Binary::Flash] };
             for b in builds {
                 let img = fw.image(*b)?;
                 let f = footprint(&img.name, &img.raw, p)?;
                 let region = match b {
-                    AppBuild::Flash => p.flash.size() as u64,
-                    AppBuild::Slot(s) | AppBuild::SlotNoConfirm(s) => {
+                    Binary::Flash => p.flash.size() as u64,
+                    Binary::Bootloader => boot_core::layout::H723.bootloader.size as u64,
+                    Binary::Slot(s) | Binary::SlotNoConfirm(s) => {
                         let l = boot_core::layout::H723;
                         (l.image_capacity(*s) - l.header_size) as u64
                     }
@@ -58,7 +59,9 @@ pub fn run(c: &FirmwareCommand) -> Result<ExitCode> {
                 );
             }
         }
-        println!("flash: stored bytes against the region it is linked for (the whole flash, or a slot);");
+        println!(
+            "flash: stored bytes against the region it is linked for (the whole flash, sector 0 for the bootloader, or a slot);"
+        );
         println!("RAM: static data, bss and uninit (the stack comes on top) against all the board's RAM");
     }
     Ok(ExitCode::SUCCESS)

@@ -341,7 +341,7 @@ pub fn image_arg(path: &std::path::Path, board: &bootproof_fixtures::BoardProfil
     if path.as_os_str() == "bootproof" {
         let fw = bootproof::firmware::for_board(board)
             .with_context(|| format!("bootproof has no firmware for {}; give an image file", board.name))?;
-        return Ok(fw.image(bootproof::firmware::AppBuild::Flash)?);
+        return Ok(fw.image(bootproof::firmware::Binary::Flash)?);
     }
     Ok(FirmwareImage::load(path, Some(board.flash.base))?)
 }

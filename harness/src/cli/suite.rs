@@ -93,7 +93,7 @@ pub async fn suite(cli: &Cli, a: &SuiteArgs) -> Result<ExitCode> {
         if a.allow_mass_erase {
             permissions = permissions.allow_mass_erase();
         }
-        let opts = RunOptions { permissions, exhaustive: a.exhaustive, app_image, native_bootloader: false };
+        let opts = RunOptions { permissions, exhaustive: a.exhaustive, app_image };
         println!("bootproof suite: {} scenario(s) on rig {} ({})", list.len(), rig.name(), rig.board().name);
         for s in &list {
             let r = scenarios::run(s, &mut rig, opts.clone()).await;

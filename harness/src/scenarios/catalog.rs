@@ -8,7 +8,7 @@ use bootproof_rig::beacon::{Beacon, Canary, Stage as BeaconStage};
 use bootproof_rig::image::FirmwareImage;
 
 use super::{AppImage, Body, Ctx, Outcome, Scenario, ScenarioError, Stage, check};
-use crate::firmware::AppBuild;
+use crate::firmware::Binary;
 use crate::flash::{self, FlashOptions, FlashReport};
 use crate::rom::RomClient;
 
@@ -68,7 +68,7 @@ pub static ALL: [Scenario; 6] = [
 /// The application for the start of flash, or the skip saying why there is none.
 macro_rules! app_or_skip {
     ($c:expr) => {
-        match $c.app(AppBuild::Flash)? {
+        match $c.app(Binary::Flash)? {
             AppImage::Image(i) => i,
             AppImage::None(why) => return Ok(Outcome::Skip(why)),
         }
@@ -259,7 +259,7 @@ async fn reset_vs_power_on(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
 
     // The application's own view: it reads and clears the flags at every boot and keeps a RAM
     // canary.
-    let image = match c.app(AppBuild::Flash)? {
+    let image = match c.app(Binary::Flash)? {
         AppImage::Image(i) => i,
         AppImage::None(why) => {
             c.event(format!("the application's view is not checked: {why}"));

@@ -30,7 +30,7 @@ use bootproof_rig::beacon::{Beacon, CanListener, LineListener, Via};
 use bootproof_rig::console::SerialConfig;
 use bootproof_rig::image::FirmwareImage;
 
-use crate::firmware::{AppBuild, FirmwareError};
+use crate::firmware::{Binary, FirmwareError};
 use crate::flash::FlashError;
 use crate::rom::RomError;
 
@@ -102,9 +102,6 @@ pub struct RunOptions {
     /// send the boot beacon, [`bootproof_rig::beacon`]); needed for boards bootproof has no
     /// firmware for.
     pub app_image: Option<FirmwareImage>,
-    /// The rig runs the twin's native model of bootproof's bootloader (until the bootloader
-    /// binary exists, signed-boot needs it).
-    pub native_bootloader: bool,
 }
 
 impl RunOptions {
@@ -112,12 +109,7 @@ impl RunOptions {
     /// points as on hardware (a ROM flash of the real application is some 380 write commands;
     /// `--exhaustive` cuts after each).
     pub fn twin() -> Self {
-        RunOptions {
-            permissions: Permissions::none().allow_mass_erase(),
-            exhaustive: false,
-            app_image: None,
-            native_bootloader: true,
-        }
+        RunOptions { permissions: Permissions::none().allow_mass_erase(), exhaustive: false, app_image: None }
     }
 }
 
@@ -271,9 +263,9 @@ impl<'a> Ctx<'a> {
     /// bootproof's own firmware for the board, built on first use. A board with neither gives
     /// [`AppImage::None`] (the scenario skips, saying so); a firmware that fails to build is an
     /// error, never a skip.
-    pub fn app(&mut self, build: AppBuild) -> Result<AppImage, ScenarioError> {
+    pub fn app(&mut self, build: Binary) -> Result<AppImage, ScenarioError> {
         let image = match (&self.opts.app_image, crate::firmware::for_board(self.rig.board())) {
-            (Some(img), _) if build == AppBuild::Flash => img.clone(),
+            (Some(img), _) if build == Binary::Flash => img.clone(),
             (_, Some(fw)) => fw.image(build)?,
             (_, None) => {
                 return Ok(AppImage::None(format!(

@@ -1,10 +1,9 @@
 //! `signed-boot`: bootproof's own bootloader (the boot core) on the board, through the probe
-//! and the beacon only, so the same scenario runs on hardware once the bootloader firmware
-//! exists. The applications in the slots are the real firmware (`app-slot-a`, `app-slot-b` and
+//! and the beacon only, so the same scenario runs on hardware. The applications in the slots are the real firmware (`app-slot-a`, `app-slot-b` and
 //! their `-noconfirm` builds), signed here; they confirm themselves through the boot core on
 //! the flash controller, and their beacons say what booted, whether it was a trial and whether
-//! it confirmed itself. The bootloader is still the twin's native model of it (the bootloader
-//! binary is the next issue), so the scenario needs [`super::RunOptions::native_bootloader`].
+//! it confirmed itself. The bootloader is the real binary (`firmware-under-test/stm32h7/
+//! bootloader`, built trusting test key A), on the board and on the twin's emulated core alike.
 //!
 //! 1. Factory image set: the bootloader (trusting the test key) and v1 in slot A, committed
 //!    and confirmed. v1 boots.
@@ -25,7 +24,7 @@ use fut_image::ImageVersion;
 use fut_image::keys::SigningKey;
 
 use super::{Ctx, Outcome, ScenarioError, check};
-use crate::firmware::AppBuild;
+use crate::firmware::Binary;
 
 const TEST_KEY_A: &str = include_str!("../../../fixtures/keys/test-ed25519-a.pem");
 const TEST_KEY_B: &str = include_str!("../../../fixtures/keys/test-ed25519-b.pem");
@@ -107,12 +106,6 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
     let Some(fw) = crate::firmware::for_board(&b) else {
         return Ok(Outcome::Skip(format!("bootproof's firmware is for the NUCLEO-H723ZG; {} has none", b.name)));
     };
-    if !c.opts.native_bootloader {
-        return Ok(Outcome::Skip(
-            "needs bootproof's bootloader on the board: its binary is the next issue; today only the twin runs it (natively)"
-                .into(),
-        ));
-    }
     for cap in [Capability::Probe, Capability::Can, Capability::Nrst, Capability::Boot0] {
         if !c.rig.has(cap) {
             return Ok(Outcome::Skip(format!("needs the {cap}")));
@@ -124,7 +117,7 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
     let ka = key(TEST_KEY_A, "fixtures/keys/test-ed25519-a.pem");
     let kb = key(TEST_KEY_B, "fixtures/keys/test-ed25519-b.pem");
     let app = |slot, major: u8, counter, confirms: bool, k: &SigningKey| {
-        let build = if confirms { AppBuild::Slot(slot) } else { AppBuild::SlotNoConfirm(slot) };
+        let build = if confirms { Binary::Slot(slot) } else { Binary::SlotNoConfirm(slot) };
         fw.signed(&layout, build, ImageVersion::new(major, 0, 0, 0), counter, k)
     };
 
@@ -133,11 +126,7 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
     c.rig.probe()?.erase_all(c.opts.permissions).await?;
     c.event("mass erase through the probe");
     c.boot0(Level::Low).await?;
-    let mut set = bootloader::bootloader_image(&b, &[ka.trusted()])
-        .segments
-        .into_iter()
-        .map(|s| (s.address, s.data))
-        .collect::<Vec<_>>();
+    let mut set = fw.image(Binary::Bootloader)?.segments.into_iter().map(|s| (s.address, s.data)).collect::<Vec<_>>();
     set.extend(install(&layout, SlotId::A, &app(SlotId::A, 1, 1, true, &ka)?, true)?);
     flash_set(c, "the bootloader (trusting test key A) and v1 in slot A, committed and confirmed", set).await?;
     expect_app(c, 1, SlotId::A, 0).await?;

@@ -112,20 +112,28 @@ impl DebugProbe for TwinProbe {
         }
         let total = image.len() as u64;
         let mut done = 0;
+        // Merge the segments into whole flash words, padded with the erased value, as flash
+        // loaders do (two segments may share a word: it is programmed once), then program
+        // each run of consecutive words.
+        let mut words: std::collections::BTreeMap<u32, Vec<u8>> = std::collections::BTreeMap::new();
         for seg in &image.segments {
-            // Pad to whole flash words with the erased value, as flash loaders do.
-            let start = seg.address - seg.address % word as u32;
-            let mut buf = vec![p.flash.erased; (seg.address - start) as usize];
-            buf.extend_from_slice(&seg.data);
-            buf.resize(buf.len().next_multiple_of(word), p.flash.erased);
-            for (i, chunk) in buf.chunks(4096).enumerate() {
-                self.board
-                    .timed_program(era, start + (i * 4096) as u32, chunk)
-                    .await
-                    .map_err(|e| Self::map(e, "program"))?;
-                done = (done + chunk.len() as u64).min(total);
-                progress(FlashProgress { phase: FlashPhase::Program, done, total: Some(total) });
+            for (i, b) in seg.data.iter().enumerate() {
+                let a = seg.address + i as u32;
+                let base = a - a % word as u32;
+                words.entry(base).or_insert_with(|| vec![p.flash.erased; word])[(a - base) as usize] = *b;
             }
+        }
+        let mut runs: Vec<(u32, Vec<u8>)> = Vec::new();
+        for (base, data) in words {
+            match runs.last_mut() {
+                Some((start, buf)) if *start + buf.len() as u32 == base && buf.len() < 4096 => buf.extend(data),
+                _ => runs.push((base, data)),
+            }
+        }
+        for (start, buf) in runs {
+            self.board.timed_program(era, start, &buf).await.map_err(|e| Self::map(e, "program"))?;
+            done = (done + buf.len() as u64).min(total);
+            progress(FlashProgress { phase: FlashPhase::Program, done, total: Some(total) });
         }
         let mut done = 0;
         for seg in &image.segments {

@@ -18,7 +18,8 @@
 #![no_std]
 
 pub mod canary;
-pub mod h7flash;
+
+pub use bootproof_h7::flash as h7flash;
 
 use boot_core::layout::{H723, SlotId};
 use bootproof_beacon::{Beacon, Slot, Stage, Version, flags, request};
@@ -40,10 +41,8 @@ bind_interrupts!(struct Irqs {
     USART3 => usart::BufferedInterruptHandler<USART3>;
 });
 
-/// The public keys the image is checked against when it confirms itself (from build.rs).
-pub mod keys {
-    include!(concat!(env!("OUT_DIR"), "/trusted_keys.rs"));
-}
+/// The public keys the image is checked against when it confirms itself.
+pub use bootproof_h7::keys;
 
 /// The boot beacon in RAM, for the probe (the name is the contract's
 /// `bootproof_beacon::RAM_SYMBOL`).
@@ -109,7 +108,7 @@ fn confirm(flash: embassy_stm32::Peri<'static, embassy_stm32::peripherals::FLASH
         return 0;
     }
     let trial = !trailer.is_confirmed();
-    let keys = [fut_image::TrustedKey::new(keys::TRUSTED[0])];
+    let keys = keys::trusted();
     let mut fl = if trial { flags::TRIAL } else { 0 };
     match boot_core::confirm(&mut f, &H723, slot, &keys, &mut fut_image::Ed25519Verify) {
         Ok(c) => {
