@@ -10,3 +10,5 @@ pub mod inject;
 pub mod rom;
 pub mod scenarios;
 pub mod target;
+pub mod uds;
+pub mod update;

@@ -68,6 +68,21 @@ pub struct FirmwareImage {
 }
 
 impl FirmwareImage {
+    /// The image as whole flash words of `word` bytes, padded with `erased`, merged where
+    /// segments share a word (a word is programmed once), in address order: what a flash
+    /// loader programs.
+    pub fn flash_words(&self, word: usize, erased: u8) -> std::collections::BTreeMap<u32, Vec<u8>> {
+        let mut words = std::collections::BTreeMap::new();
+        for seg in &self.segments {
+            for (i, b) in seg.data.iter().enumerate() {
+                let a = seg.address + i as u32;
+                let base = a - a % word as u32;
+                words.entry(base).or_insert_with(|| vec![erased; word])[(a - base) as usize] = *b;
+            }
+        }
+        words
+    }
+
     /// Load a file. The format comes from the extension (`.elf`/no extension with ELF magic,
     /// `.hex`/`.ihex`, anything else is binary and needs `bin_base`).
     pub fn load(path: &Path, bin_base: Option<u32>) -> Result<FirmwareImage, ImageError> {

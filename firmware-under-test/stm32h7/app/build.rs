@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use boot_core::layout::{H723, LinkFor, SlotId};
 
-/// RAM: data, stack and the defmt-RTT buffer in DTCM; the canary in SRAM4, which neither the
+/// RAM: data, stack and the defmt-RTT buffer in DTCM; the canary in SRAM4 (its last 8 bytes
+/// are the update-mode request, `bootproof_h7::request`), which neither the
 /// ROM bootloader (its own RAM is the start of AXI SRAM) nor a reset touches.
-const RAM: &str = "  RAM : ORIGIN = 0x20000000, LENGTH = 128K\n  SRAM4 : ORIGIN = 0x38000000, LENGTH = 16K\n";
+const RAM: &str = "  RAM : ORIGIN = 0x20000000, LENGTH = 128K\n  SRAM4 : ORIGIN = 0x38000000, LENGTH = 16376\n";
 const SECTIONS: &str = "\nSECTIONS\n{\n  .canary (NOLOAD) : ALIGN(8)\n  {\n    KEEP(*(.canary .canary.*));\n  } > SRAM4\n}\nINSERT BEFORE .uninit;\n";
 
 fn main() {

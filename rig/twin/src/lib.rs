@@ -172,20 +172,13 @@ impl Twin {
         let word = p.flash.word as usize;
         {
             let mut st = self.board.state();
-            for seg in &image.segments {
-                let start = seg.address - seg.address % word as u32;
-                let mut buf = vec![p.flash.erased; (seg.address - start) as usize];
-                buf.extend_from_slice(&seg.data);
-                buf.resize(buf.len().next_multiple_of(word), p.flash.erased);
-                for (i, w) in buf.chunks(word).enumerate() {
-                    if w.iter().all(|b| *b == p.flash.erased) {
-                        continue;
-                    }
-                    let at = start + (i * word) as u32;
-                    st.flash
-                        .program_word(at, w)
-                        .map_err(|e| TwinError::Image(format!("{}: programming {at:#010x}: {e}", image.name)))?;
+            for (at, w) in image.flash_words(word, p.flash.erased) {
+                if w.iter().all(|b| *b == p.flash.erased) {
+                    continue;
                 }
+                st.flash
+                    .program_word(at, &w)
+                    .map_err(|e| TwinError::Image(format!("{}: programming {at:#010x}: {e}", image.name)))?;
             }
         }
         if image.format == bootproof_rig::image::ImageFormat::Elf

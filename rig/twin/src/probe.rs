@@ -115,14 +115,7 @@ impl DebugProbe for TwinProbe {
         // Merge the segments into whole flash words, padded with the erased value, as flash
         // loaders do (two segments may share a word: it is programmed once), then program
         // each run of consecutive words.
-        let mut words: std::collections::BTreeMap<u32, Vec<u8>> = std::collections::BTreeMap::new();
-        for seg in &image.segments {
-            for (i, b) in seg.data.iter().enumerate() {
-                let a = seg.address + i as u32;
-                let base = a - a % word as u32;
-                words.entry(base).or_insert_with(|| vec![p.flash.erased; word])[(a - base) as usize] = *b;
-            }
-        }
+        let words = image.flash_words(word, p.flash.erased);
         let mut runs: Vec<(u32, Vec<u8>)> = Vec::new();
         for (base, data) in words {
             match runs.last_mut() {

@@ -130,6 +130,69 @@ fn confirm(flash: embassy_stm32::Peri<'static, embassy_stm32::peripherals::FLASH
     fl
 }
 
+/// A response of the application's small UDS server.
+#[derive(Debug, Clone, Copy)]
+struct UdsResponse {
+    data: [u8; 6],
+    len: usize,
+    enter_update_mode: bool,
+}
+
+/// A response of up to 6 bytes as its ISO-TP single frame.
+fn single_frame(r: &UdsResponse) -> bootproof_uds::isotp::Frame {
+    let mut tx = unwrap!(bootproof_uds::isotp::Sender::new(&r.data[..r.len]).ok());
+    match tx.next() {
+        bootproof_uds::isotp::Next::Send(f) => f,
+        _ => defmt::panic!("a 6-byte response is one single frame"),
+    }
+}
+
+/// The application's UDS server: only DiagnosticSessionControl (a programming session hands
+/// over to the bootloader's update mode through a flag and a reset) and TesterPresent; every
+/// other service is the bootloader's (serviceNotSupported here). Single frames only.
+fn uds_request(frame: &[u8], slot: Option<SlotId>) -> Option<UdsResponse> {
+    use bootproof_uds::uds::{P2_MS, P2_STAR_MS, negative, nrc, session, sid};
+    let Ok(bootproof_uds::isotp::Pdu::Single(req)) = bootproof_uds::isotp::decode(frame) else { return None };
+    let service = *req.first()?;
+    let mut r = UdsResponse { data: [0; 6], len: 3, enter_update_mode: false };
+    let mut neg = |code| {
+        r.data[..3].copy_from_slice(&negative(service, code));
+        Some(r)
+    };
+    match (service, req.get(1).copied(), req.len()) {
+        (sid::DIAGNOSTIC_SESSION_CONTROL, Some(s), 2)
+            if s & 0x7F == session::PROGRAMMING || s & 0x7F == session::DEFAULT =>
+        {
+            let programming = s & 0x7F == session::PROGRAMMING;
+            if programming && slot.is_none() {
+                // Linked at the start of flash: there is no bootproof bootloader to hand over to.
+                return neg(nrc::CONDITIONS_NOT_CORRECT);
+            }
+            if programming {
+                bootproof_h7::request::set(match slot {
+                    Some(SlotId::A) => 1,
+                    Some(SlotId::B) => 2,
+                    None => 0,
+                });
+            }
+            let (p2, p2s) = (P2_MS.to_be_bytes(), (P2_STAR_MS / 10).to_be_bytes());
+            r.data = [service + 0x40, s & 0x7F, p2[0], p2[1], p2s[0], p2s[1]];
+            r.len = 6;
+            r.enter_update_mode = programming;
+            Some(r)
+        }
+        (sid::DIAGNOSTIC_SESSION_CONTROL, Some(_), 2) => neg(nrc::SUB_FUNCTION_NOT_SUPPORTED),
+        (sid::TESTER_PRESENT, Some(0x00), 2) => {
+            r.data[..2].copy_from_slice(&[service + 0x40, 0]);
+            r.len = 2;
+            Some(r)
+        }
+        (sid::TESTER_PRESENT, Some(0x80), 2) => None,
+        (sid::DIAGNOSTIC_SESSION_CONTROL | sid::TESTER_PRESENT, _, _) => neg(nrc::INCORRECT_LENGTH),
+        _ => neg(nrc::SERVICE_NOT_SUPPORTED),
+    }
+}
+
 /// Reboot into the ROM bootloader: a flag for the next boot, then a system reset.
 fn reboot_into_rom() -> ! {
     canary::request_rom();
@@ -240,7 +303,30 @@ pub async fn run(_spawner: Spawner, variant: Variant) -> ! {
                     embedded_can::Id::Standard(s) => s.as_raw(),
                     embedded_can::Id::Extended(_) => 0,
                 };
-                (id == bootproof_beacon::REQUEST_ID).then(|| frame.data().first().copied()).flatten()
+                if id == bootproof_uds::REQUEST_ID {
+                    if let Some(resp) = uds_request(frame.data(), slot) {
+                        let f = single_frame(&resp);
+                        tx.write_fd(&unwrap!(FdFrame::new(
+                            Header::new_fd(
+                                embedded_can::StandardId::new(bootproof_uds::RESPONSE_ID).unwrap().into(),
+                                f.len as u8,
+                                false,
+                                true
+                            ),
+                            f.bytes()
+                        )))
+                        .await;
+                        if resp.enter_update_mode {
+                            info!("UDS: programming session: rebooting into the bootloader's update mode");
+                            // Let the response leave the controller before the reset.
+                            embassy_time::Timer::after_millis(2).await;
+                            cortex_m::peripheral::SCB::sys_reset();
+                        }
+                    }
+                    None
+                } else {
+                    (id == bootproof_beacon::REQUEST_ID).then(|| frame.data().first().copied()).flatten()
+                }
             }
             Either::First(Either::Second(Err(_))) => None,
             Either::Second(Ok(1)) => {

@@ -3,11 +3,13 @@
 //!   programs and erases; reads that turn a double ECC error's bus fault into an error);
 //! * [`keys`]: the trusted Ed25519 public keys (from `BOOTPROOF_TRUST_KEY` at build time, else
 //!   the repository's test key A);
-//! * [`handover`]: the clean jump from the bootloader to an image.
+//! * [`handover`]: the clean jump from the bootloader to an image;
+//! * [`request`]: the application's request for the bootloader's update mode.
 #![no_std]
 
 pub mod flash;
 pub mod handover;
+pub mod request;
 
 /// The public keys images are checked against (from build.rs).
 pub mod keys {

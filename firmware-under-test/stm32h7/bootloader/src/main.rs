@@ -9,9 +9,11 @@
 //! 3. jumps to the chosen image ([`bootproof_h7::handover::jump`]): peripherals reset, no
 //!    interrupt enabled or pending, VTOR and MSP from the image. The reset flags are left for the
 //!    application to read and clear;
-//! 4. or, with no valid image, stays in recovery: it sends a boot beacon with stage `recovery`
-//!    on FDCAN1 (the ROM bootloader's pins and rates) every second and on the ST-LINK virtual
-//!    COM port, and waits (the CAN update server comes next).
+//! 4. or, with no valid image (recovery) or when the application asked for it (update mode:
+//!    UDS DiagnosticSessionControl programming session, a flag in SRAM4 and a reset), serves
+//!    UDS on ISO-TP over CAN FD on FDCAN1 (the ROM bootloader's pins and rates; requests on
+//!    0x7E0, responses on 0x7E8; `bootproof_uds::server`), after a boot beacon with stage
+//!    `recovery` or `update`. ECUReset ends it: the next boot decides again.
 //!
 //! It touches no peripheral but the flash controller before the jump, and it never writes
 //! sector 0: `boot_core::flash` refuses.
@@ -21,13 +23,18 @@
 use boot_core::layout::{H723, SlotId};
 use boot_core::{Decision, RecoveryReason, SlotVerdict};
 use bootproof_beacon::{Beacon, Canary, Slot, Stage, Version};
+use bootproof_uds::isotp::{self, Received, Receiver, RxError};
+use bootproof_uds::server::{Reply, Server};
+use bootproof_uds::uds::{self, nrc};
+use bootproof_uds::{REQUEST_ID, RESPONSE_ID};
 use defmt::{info, unwrap, warn};
+use embassy_futures::select::{Either, select};
 use embassy_stm32::can::frame::{FdFrame, Header};
 use embassy_stm32::can::{self, CanConfigurator};
 use embassy_stm32::peripherals::FDCAN1;
 use embassy_stm32::time::Hertz;
 use embassy_stm32::{Config, bind_interrupts, rcc};
-use embassy_time::{Duration, Ticker};
+use embassy_time::{Duration, Timer};
 use {defmt_rtt as _, panic_probe as _};
 
 bind_interrupts!(struct Irqs {
@@ -77,6 +84,17 @@ fn hide_rtt() {
 #[embassy_executor::main]
 async fn main(_spawner: embassy_executor::Spawner) {
     info!("bootproof bootloader {}.{}.{}", VERSION.major, VERSION.minor, VERSION.revision);
+    if let Some(slot) = bootproof_h7::request::take() {
+        // The application asked for update mode: no decision (it would mark an untried image
+        // as tried); the requester's slot is the one to protect.
+        let running = match slot {
+            1 => Some(SlotId::A),
+            2 => Some(SlotId::B),
+            _ => None,
+        };
+        info!("update mode requested by the application (slot {})", slot);
+        update_mode(running, true).await
+    }
     let d = decide();
     verdict(SlotId::A, &d.slots[0]);
     verdict(SlotId::B, &d.slots[1]);
@@ -99,11 +117,11 @@ async fn main(_spawner: embassy_executor::Spawner) {
         Some(RecoveryReason::Geometry) => warn!("-> recovery: the flash driver does not match the layout"),
         _ => warn!("-> recovery: no valid image"),
     }
-    recovery().await
+    update_mode(None, false).await
 }
 
-/// No image to boot: say so on CAN (and in RAM for the probe), and wait.
-async fn recovery() -> ! {
+/// Serve UDS until ECUReset: announce the stage first (CAN and RAM).
+async fn update_mode(running: Option<SlotId>, requested: bool) -> ! {
     let rsr = embassy_stm32::pac::RCC.rsr().read().0;
     let mut config = Config::default();
     // NUCLEO-H723ZG: HSE is the ST-LINK's 8 MHz MCO (bypass); FDCAN's kernel clock is HSE.
@@ -111,7 +129,7 @@ async fn recovery() -> ! {
     config.rcc.mux.fdcansel = rcc::mux::Fdcansel::HSE;
     let p = embassy_stm32::init(config);
     let beacon = Beacon {
-        stage: Stage::Recovery,
+        stage: if requested { Stage::Update } else { Stage::Recovery },
         slot: Slot::None,
         version: VERSION,
         reset_flags: rsr,
@@ -128,9 +146,119 @@ async fn recovery() -> ! {
     let mut can = cfg.into_normal_mode();
     let id = unwrap!(embedded_can::StandardId::new(bootproof_beacon::CAN_ID));
     let frame = unwrap!(FdFrame::new(Header::new_fd(id.into(), 32, false, true), &beacon.encode()));
-    let mut ticker = Ticker::every(Duration::from_secs(1));
+    can.write_fd(&frame).await;
+    let mut flash = bootproof_h7::flash::H7Flash::new(p.FLASH);
+    let mut server = Server::new(H723, running, requested, [VERSION.major, VERSION.minor, VERSION.revision as u8]);
+    info!("serving UDS on 0x{:03x}/0x{:03x}, target slot {}", REQUEST_ID, RESPONSE_ID, server.target().name());
+    serve(&mut can, &mut server, &mut flash).await
+}
+
+/// The request buffer: the largest TransferData plus ISO-TP headroom.
+static mut RX_BUF: [u8; isotp::MAX_MESSAGE] = [0; isotp::MAX_MESSAGE];
+
+async fn serve(can: &mut can::Can<'static>, server: &mut Server, flash: &mut bootproof_h7::flash::H7Flash) -> ! {
+    // SAFETY: the only use of the buffer, for the life of update mode.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(RX_BUF) };
+    // Flow control for throughput: no block limit, no separation time (the FDCAN's RX FIFO
+    // and this loop keep up with back-to-back 64-byte frames at 1 Mbit/s).
+    let mut rx = Receiver::new(buf, 0, 0);
+    let keys = bootproof_h7::keys::trusted();
+    let mut out = [0u8; 64];
     loop {
-        can.write_fd(&frame).await;
-        ticker.next().await;
+        let data = if rx.busy() {
+            match select(recv(can), Timer::after(to_embassy(isotp::N_CR))).await {
+                Either::First(d) => d,
+                Either::Second(()) => {
+                    warn!("ISO-TP: no consecutive frame within N_Cr: message dropped");
+                    rx.reset();
+                    continue;
+                }
+            }
+        } else {
+            recv(can).await
+        };
+        let n = match rx.on_frame(&data.0[..data.1]) {
+            Received::Message(n) => n,
+            Received::Flow(fc) => {
+                send_frame(can, fc.bytes()).await;
+                continue;
+            }
+            Received::Aborted(RxError::Overflow(len)) => {
+                warn!("ISO-TP: a {} byte request does not fit: overflow", len);
+                send_frame(can, Receiver::overflow_frame().bytes()).await;
+                continue;
+            }
+            Received::Aborted(_) => {
+                warn!("ISO-TP: message aborted (sequence or format)");
+                continue;
+            }
+            Received::Partial | Received::Ignored => continue,
+        };
+        let reply = server.handle(flash, rx.message(n), &mut out);
+        let reply = match reply {
+            Reply::Pending(service) => {
+                send_message(can, &uds::negative(service, nrc::RESPONSE_PENDING)).await;
+                server.run_pending(flash, &keys, &mut fut_image::Ed25519Verify, &mut out)
+            }
+            r => r,
+        };
+        match reply {
+            Reply::Now(n) => send_message(can, &out[..n]).await,
+            Reply::ThenReset(n) => {
+                if n > 0 {
+                    send_message(can, &out[..n]).await;
+                }
+                info!("ECUReset");
+                // Let the frame leave the controller before the reset.
+                Timer::after_millis(2).await;
+                cortex_m::peripheral::SCB::sys_reset();
+            }
+            Reply::Silent | Reply::Pending(_) => {}
+        }
+    }
+}
+
+fn to_embassy(d: core::time::Duration) -> Duration {
+    Duration::from_micros(d.as_micros() as u64)
+}
+
+/// The next frame for the server (request ID, standard); others are skipped.
+async fn recv(can: &mut can::Can<'static>) -> ([u8; 64], usize) {
+    loop {
+        let Ok(env) = can.read_fd().await else { continue };
+        let (f, _) = env.parts();
+        if let embedded_can::Id::Standard(s) = f.header().id()
+            && s.as_raw() == REQUEST_ID
+        {
+            let mut d = [0u8; 64];
+            let n = f.data().len().min(64);
+            d[..n].copy_from_slice(&f.data()[..n]);
+            return (d, n);
+        }
+    }
+}
+
+async fn send_frame(can: &mut can::Can<'static>, data: &[u8]) {
+    let id = unwrap!(embedded_can::StandardId::new(RESPONSE_ID));
+    let f = unwrap!(FdFrame::new(Header::new_fd(id.into(), data.len() as u8, false, true), data));
+    can.write_fd(&f).await;
+}
+
+/// Send one response with ISO-TP (the tester's flow control for segmented ones).
+async fn send_message(can: &mut can::Can<'static>, msg: &[u8]) {
+    let Ok(mut tx) = isotp::Sender::new(msg) else { return };
+    loop {
+        match tx.next() {
+            isotp::Next::Send(f) => send_frame(can, f.bytes()).await,
+            isotp::Next::Done => return,
+            isotp::Next::AwaitFlow => match select(recv(can), Timer::after(to_embassy(isotp::N_BS))).await {
+                Either::First(d) => {
+                    if tx.on_flow(&d.0[..d.1]).is_err() {
+                        return;
+                    }
+                }
+                Either::Second(()) => return,
+            },
+        }
     }
 }

@@ -1,0 +1,289 @@
+//! The bootloader's UDS server over the strict flash model: a whole update, resume, and every
+//! refusal with its standard NRC; outcomes checked with the boot decision (what boots next).
+
+use std::path::Path;
+
+use boot_core::boot::decide;
+use boot_core::journal;
+use boot_core::layout::{H723, SlotId};
+use boot_core::sim::{MemoCheck, StrictFlash};
+use boot_core::trailer::provisioned;
+use bootproof_uds::server::{Reply, Server};
+use bootproof_uds::uds::{self, nrc};
+use fut_image::keys::SigningKey;
+use fut_image::sign::{SignOptions, sign};
+use fut_image::{ImageVersion, TrustedKey};
+
+fn key(name: &str) -> SigningKey {
+    SigningKey::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/keys").join(name)).unwrap()
+}
+
+fn trusted() -> Vec<TrustedKey> {
+    vec![key("test-ed25519-a.pem").trusted()]
+}
+
+fn image_with(k: &SigningKey, slot: SlotId, version: u8, counter: u32, len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..len as u32).map(|i| (i * 13 + version as u32) as u8).collect();
+    let opts = SignOptions {
+        load_addr: H723.slot_address(slot),
+        header_size: 0x400,
+        version: ImageVersion::new(version, 0, 0, 0),
+        security_counter: counter,
+    };
+    sign(&payload, k, &opts).unwrap()
+}
+
+fn image(slot: SlotId, version: u8, counter: u32) -> Vec<u8> {
+    image_with(&key("test-ed25519-a.pem"), slot, version, counter, 10_000)
+}
+
+/// v1 (counter 1) in slot A, committed and confirmed; the journal stores 1.
+fn board() -> StrictFlash {
+    let mut f = StrictFlash::new();
+    f.provision(H723.slot(SlotId::A).offset, &image(SlotId::A, 1, 1));
+    for flag in provisioned(true) {
+        f.provision(flag.offset(&H723, SlotId::A), &flag.pattern());
+    }
+    f.provision(H723.journal.offset, &journal::record(1));
+    f.provision(H723.journal.offset + 32, &journal::seal());
+    f
+}
+
+struct Tester {
+    flash: StrictFlash,
+    server: Server,
+}
+
+impl Tester {
+    fn new() -> Tester {
+        let mut flash = board();
+        let d = decide(&mut flash, &H723, &trusted(), &mut MemoCheck::default());
+        let running = d.chosen.map(|c| c.slot);
+        Tester { flash, server: Server::new(H723, running, false, [1, 0, 0]) }
+    }
+
+    /// Send a request; a pending reply is finished as the firmware does. Returns the final
+    /// response, and whether a response-pending came first.
+    fn ask(&mut self, req: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = [0u8; 64];
+        match self.server.handle(&mut self.flash, req, &mut out) {
+            Reply::Now(n) | Reply::ThenReset(n) => (out[..n].to_vec(), false),
+            Reply::Silent => (Vec::new(), false),
+            Reply::Pending(s) => {
+                assert_eq!(s, req[0]);
+                match self.server.run_pending(&mut self.flash, &trusted(), &mut MemoCheck::default(), &mut out) {
+                    Reply::Now(n) => (out[..n].to_vec(), true),
+                    other => panic!("pending finished with {other:?}"),
+                }
+            }
+        }
+    }
+
+    fn ok(&mut self, req: &[u8]) -> Vec<u8> {
+        let (r, _) = self.ask(req);
+        assert_eq!(r.first(), Some(&(req[0] + 0x40)), "request {req:02x?} answered {r:02x?}");
+        r
+    }
+
+    fn nrc(&mut self, req: &[u8]) -> u8 {
+        let (r, _) = self.ask(req);
+        assert_eq!(r.len(), 3, "request {req:02x?} answered {r:02x?}");
+        assert_eq!(&r[..2], &[0x7F, req[0]], "request {req:02x?} answered {r:02x?}");
+        r[2]
+    }
+
+    fn download_request(&mut self, addr: u32, size: u32) -> Vec<u8> {
+        let mut req = vec![0x34, 0x00, 0x44];
+        req.extend_from_slice(&addr.to_be_bytes());
+        req.extend_from_slice(&size.to_be_bytes());
+        self.ask(&req).0
+    }
+
+    fn transfer(&mut self, counter: u8, data: &[u8]) -> Vec<u8> {
+        let mut req = vec![0x36, counter];
+        req.extend_from_slice(data);
+        self.ask(&req).0
+    }
+
+    /// Programming session, erase, download `img` in 4 KiB blocks, exit, check: the check's
+    /// routine status record.
+    fn update(&mut self, img: &[u8]) -> Vec<u8> {
+        self.ok(&[0x10, 0x02]);
+        let (r, pending) = self.ask(&[0x31, 0x01, 0xFF, 0x00]);
+        assert_eq!(r, [0x71, 0x01, 0xFF, 0x00]);
+        assert!(pending, "an erase of three sectors answers response-pending first");
+        let r = self.download_request(H723.slot_address(SlotId::B), img.len() as u32);
+        assert_eq!(r, [0x74, 0x20, 0x10, 0x02], "maxNumberOfBlockLength 4098");
+        for (i, block) in img.chunks(4096).enumerate() {
+            let k = (i + 1) as u8;
+            assert_eq!(self.transfer(k, block), [0x76, k]);
+        }
+        self.ok(&[0x37]);
+        let (r, pending) = self.ask(&[0x31, 0x01, 0xFF, 0x01]);
+        assert!(pending);
+        assert_eq!(&r[..4], &[0x71, 0x01, 0xFF, 0x01]);
+        r[4..].to_vec()
+    }
+
+    fn boots(&mut self) -> (SlotId, u8, bool) {
+        let d = decide(&mut self.flash, &H723, &trusted(), &mut MemoCheck::default());
+        let c = d.chosen.unwrap_or_else(|| panic!("recovery: {d:?}"));
+        (c.slot, c.image.version().major, c.trial)
+    }
+}
+
+#[test]
+fn a_whole_update_commits_and_the_next_boot_is_a_trial_of_the_new_image() {
+    let mut t = Tester::new();
+    assert_eq!(t.server.target(), SlotId::B);
+    let status = t.update(&image(SlotId::B, 2, 2));
+    assert_eq!(status, [0], "committed");
+    assert_eq!(t.boots(), (SlotId::B, 2, true));
+}
+
+#[test]
+fn reads_versions_slots_counter_and_progress() {
+    let mut t = Tester::new();
+    assert_eq!(t.ok(&[0x22, 0xF1, 0x80]), [0x62, 0xF1, 0x80, 1, 0, 0]);
+    assert_eq!(t.ok(&[0x22, 0xF1, 0x86]), [0x62, 0xF1, 0x86, uds::session::DEFAULT]);
+    assert_eq!(t.ok(&[0x22, 0xB0, 0x01]), [0x62, 0xB0, 0x01, 1, 0, 0, 0]);
+    let s = t.ok(&[0x22, 0xB0, 0x00]);
+    assert_eq!(s.len(), 3 + 28);
+    assert_eq!(s[3], uds::SlotState::Confirmed as u8, "slot A: {s:02x?}");
+    assert_eq!((s[4], s[12]), (1, 1), "slot A: v1, counter 1");
+    assert_eq!(s[3 + 14], uds::SlotState::Empty as u8, "slot B");
+    let p = t.ok(&[0x22, 0xB0, 0x02]);
+    assert_eq!(p, [0x62, 0xB0, 0x02, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0], "target B, nothing under way");
+}
+
+#[test]
+fn a_download_resumes_at_the_first_byte_not_received() {
+    let mut t = Tester::new();
+    let img = image(SlotId::B, 2, 2);
+    t.ok(&[0x10, 0x02]);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    let base = H723.slot_address(SlotId::B);
+    assert_eq!(t.download_request(base, img.len() as u32)[0], 0x74);
+    assert_eq!(t.transfer(1, &img[..4096]), [0x76, 1]);
+    // The host dies here. A new host asks where the download stands, and goes on.
+    let p = t.ok(&[0x22, 0xB0, 0x02]);
+    assert_eq!(p[3], 2, "slot B");
+    let received = u32::from_le_bytes(p[4..8].try_into().unwrap());
+    assert_eq!(received, 4096);
+    assert_eq!(u32::from_le_bytes(p[8..12].try_into().unwrap()), img.len() as u32);
+    assert_eq!(t.nrc(&[0x34, 0x00, 0x44, 0, 0, 0, 0, 0, 0, 0, 1]), nrc::CONDITIONS_NOT_CORRECT, "still transferring");
+    t.ok(&[0x37]);
+    assert_eq!(t.download_request(base, img.len() as u32)[..3], [0x7F, 0x34, nrc::REQUEST_OUT_OF_RANGE], "not at 0");
+    assert_eq!(t.download_request(base + received, img.len() as u32)[0], 0x74);
+    for (i, block) in img[4096..].chunks(4096).enumerate() {
+        let k = (i + 1) as u8;
+        assert_eq!(t.transfer(k, block), [0x76, k]);
+    }
+    t.ok(&[0x37]);
+    assert_eq!(t.ok(&[0x31, 0x01, 0xFF, 0x01]), [0x71, 0x01, 0xFF, 0x01, 0]);
+    assert_eq!(t.boots(), (SlotId::B, 2, true));
+}
+
+#[test]
+fn block_sequence_counter_wrong_repeated_and_wrapping() {
+    let mut t = Tester::new();
+    // A large image, in small blocks, so the counter wraps 0xFF -> 0x00.
+    let img = image_with(&key("test-ed25519-a.pem"), SlotId::B, 2, 2, 40_000);
+    t.ok(&[0x10, 0x02]);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    assert_eq!(t.download_request(H723.slot_address(SlotId::B), img.len() as u32)[0], 0x74);
+    assert_eq!(t.transfer(2, &img[..100])[..3], [0x7F, 0x36, nrc::WRONG_BLOCK_SEQUENCE_COUNTER]);
+    let mut k: u8 = 1;
+    for (i, block) in img.chunks(128).enumerate() {
+        assert_eq!(t.transfer(k, block), [0x76, k], "block {i}");
+        if i == 3 {
+            // The response to block 4 was lost: the tester sends it again; nothing is
+            // written twice (the strict flash model would refuse it).
+            assert_eq!(t.transfer(k, block), [0x76, k]);
+        }
+        k = k.wrapping_add(1);
+    }
+    assert!(img.len() / 128 > 256, "the counter wrapped");
+    t.ok(&[0x37]);
+    assert_eq!(t.ok(&[0x31, 0x01, 0xFF, 0x01]), [0x71, 0x01, 0xFF, 0x01, 0]);
+    assert_eq!(t.boots(), (SlotId::B, 2, true));
+}
+
+#[test]
+fn refusals_use_the_standard_nrcs_and_the_old_image_keeps_booting() {
+    let mut t = Tester::new();
+    // Default session: no programming services.
+    assert_eq!(t.nrc(&[0x31, 0x01, 0xFF, 0x00]), nrc::SERVICE_NOT_SUPPORTED_IN_SESSION);
+    assert_eq!(t.nrc(&[0x34, 0x00, 0x44, 0, 0, 0, 0, 0, 0, 0, 1]), nrc::SERVICE_NOT_SUPPORTED_IN_SESSION);
+    assert_eq!(t.nrc(&[0x27, 0x01]), nrc::SERVICE_NOT_SUPPORTED);
+    assert_eq!(t.nrc(&[0x10]), nrc::INCORRECT_LENGTH);
+    assert_eq!(t.nrc(&[0x10, 0x03]), nrc::SUB_FUNCTION_NOT_SUPPORTED);
+    assert_eq!(t.nrc(&[0x22, 0x12, 0x34]), nrc::REQUEST_OUT_OF_RANGE);
+    t.ok(&[0x10, 0x02]);
+    // Out of order.
+    assert_eq!(t.nrc(&[0x36, 0x01, 0xAA]), nrc::REQUEST_SEQUENCE_ERROR);
+    assert_eq!(t.nrc(&[0x37]), nrc::REQUEST_SEQUENCE_ERROR);
+    assert_eq!(t.nrc(&[0x31, 0x01, 0xFF, 0x01]), nrc::REQUEST_SEQUENCE_ERROR);
+    assert_eq!(t.nrc(&[0x34, 0x00, 0x44, 0x08, 0x08, 0, 0, 0, 0, 0x10, 0]), nrc::REQUEST_SEQUENCE_ERROR);
+    assert_eq!(t.nrc(&[0x31, 0x01, 0x12, 0x34]), nrc::REQUEST_OUT_OF_RANGE);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    // Wrong address (slot A is running), oversize, wrong format.
+    let a = H723.slot_address(SlotId::A);
+    assert_eq!(t.download_request(a, 1000)[..3], [0x7F, 0x34, nrc::REQUEST_OUT_OF_RANGE]);
+    let b = H723.slot_address(SlotId::B);
+    assert_eq!(t.download_request(b, 2 << 20)[..3], [0x7F, 0x34, nrc::UPLOAD_DOWNLOAD_NOT_ACCEPTED]);
+    assert_eq!(t.nrc(&[0x34, 0x00, 0x33, 0, 0, 0, 0, 0, 0, 0]), nrc::INCORRECT_LENGTH);
+    // A build linked for slot A, sent to slot B: refused at its header.
+    let wrong = image(SlotId::A, 2, 2);
+    assert_eq!(t.download_request(b, wrong.len() as u32)[0], 0x74);
+    assert_eq!(t.transfer(1, &wrong[..4096])[..3], [0x7F, 0x36, nrc::REQUEST_OUT_OF_RANGE]);
+    assert_eq!(t.boots(), (SlotId::A, 1, false));
+}
+
+#[test]
+fn the_check_names_why_an_image_is_refused_and_nothing_is_committed() {
+    let kb = key("test-ed25519-b.pem");
+    for (what, img, reason) in [
+        ("foreign key", image_with(&kb, SlotId::B, 2, 2, 10_000), "unknown-key"),
+        ("rollback", image(SlotId::B, 2, 0), "rollback"),
+        ("downgrade", image(SlotId::B, 1, 1), "not-newer-than-the-other-slot"),
+    ] {
+        let mut t = Tester::new();
+        let status = t.update(&img);
+        assert_eq!(status[0], 1, "{what}: refused");
+        let text = String::from_utf8_lossy(&status[1..]).to_string();
+        assert_eq!(text, reason, "{what}");
+        assert_eq!(t.boots(), (SlotId::A, 1, false), "{what}: v1 keeps booting");
+    }
+    // A corrupted payload.
+    let mut t = Tester::new();
+    let mut img = image(SlotId::B, 2, 2);
+    img[0x400 + 77] ^= 0x10;
+    assert_eq!(t.update(&img), b"\x01hash-mismatch");
+    assert_eq!(t.boots(), (SlotId::A, 1, false));
+}
+
+#[test]
+fn an_update_is_refused_while_the_running_image_is_on_trial() {
+    let mut t = Tester::new();
+    assert_eq!(t.update(&image(SlotId::B, 2, 2)), [0]);
+    // The board boots B on trial; the next update would erase A, its fallback.
+    let d = decide(&mut t.flash, &H723, &trusted(), &mut MemoCheck::default());
+    let mut s = Server::new(H723, d.chosen.map(|c| c.slot), true, [1, 0, 0]);
+    let mut out = [0u8; 64];
+    assert_eq!(s.handle(&mut t.flash, &[0x31, 0x01, 0xFF, 0x00], &mut out), Reply::Pending(0x31));
+    let r = s.run_pending(&mut t.flash, &trusted(), &mut MemoCheck::default(), &mut out);
+    assert_eq!((r, &out[..3]), (Reply::Now(3), &[0x7F, 0x31, nrc::CONDITIONS_NOT_CORRECT][..]));
+}
+
+#[test]
+fn session_control_reports_its_timing_and_reset_and_tester_present() {
+    let mut t = Tester::new();
+    let r = t.ok(&[0x10, 0x02]);
+    assert_eq!(r, [0x50, 0x02, 0x00, 50, ((uds::P2_STAR_MS / 10) >> 8) as u8, (uds::P2_STAR_MS / 10) as u8]);
+    assert_eq!(t.ok(&[0x3E, 0x00]), [0x7E, 0x00]);
+    assert_eq!(t.ask(&[0x3E, 0x80]).0, Vec::<u8>::new(), "suppressed");
+    let mut out = [0u8; 64];
+    assert_eq!(t.server.handle(&mut t.flash, &[0x11, 0x01], &mut out), Reply::ThenReset(2));
+    assert_eq!(&out[..2], &[0x51, 0x01]);
+}
