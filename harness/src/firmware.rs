@@ -240,6 +240,19 @@ impl BoardFirmware {
             .map_err(|e| FirmwareError::Elf { path: self.elf_path(build).unwrap_or_default(), message: e.to_string() })
     }
 
+    /// A factory image set, as a probe programs it once: bootproof's bootloader in sector 0
+    /// and the application signed with `key` as v1.0.0 (security counter 1) in slot A,
+    /// committed and confirmed.
+    pub fn factory_set(&self, layout: &Layout, key: &SigningKey) -> Result<FirmwareImage, FirmwareError> {
+        let mut segments = self.image(Binary::Bootloader)?.segments;
+        let v1 = self.signed(layout, Binary::Slot(SlotId::A), ImageVersion::new(1, 0, 0, 0), 1, key)?;
+        let app = boot_core::provision::segments(layout, SlotId::A, &v1, true)
+            .map_err(|r| FirmwareError::Sign { what: "app-slot-a".into(), message: r.to_string() })?;
+        segments.extend(app.into_iter().map(|(address, data)| bootproof_rig::image::Segment { address, data }));
+        FirmwareImage::from_segments("bootproof factory set (bootloader, v1 in slot A)", segments)
+            .map_err(|e| FirmwareError::Sign { what: "the factory set".into(), message: e.to_string() })
+    }
+
     /// A slot build signed as an MCUboot image for `slot` (what an update downloads).
     pub fn signed(
         &self,

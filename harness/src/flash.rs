@@ -131,17 +131,17 @@ pub struct Block {
     pub data: Vec<u8>,
 }
 
-/// The image cut into write blocks of at most 256 bytes, aligned and padded to `word`.
+/// The image cut into write blocks of at most 256 bytes, aligned and padded to `word`. Segments
+/// that share a word are merged into it (a word is written once), and blocks break at gaps.
 pub fn blocks(image: &FirmwareImage, word: u32, erased: u8) -> Vec<Block> {
-    let mut out = Vec::new();
-    for seg in &image.segments {
-        let start = seg.address - seg.address % word;
-        let mut buf = vec![erased; (seg.address - start) as usize];
-        buf.extend_from_slice(&seg.data);
-        buf.resize(buf.len().next_multiple_of(word as usize), erased);
-        let step = MAX_BLOCK - MAX_BLOCK % word as usize;
-        for (i, chunk) in buf.chunks(step.max(word as usize)).enumerate() {
-            out.push(Block { address: start + (i * step) as u32, data: chunk.to_vec() });
+    let step = (MAX_BLOCK - MAX_BLOCK % word as usize).max(word as usize);
+    let mut out: Vec<Block> = Vec::new();
+    for (address, data) in image.flash_words(word as usize, erased) {
+        match out.last_mut() {
+            Some(b) if b.address + b.data.len() as u32 == address && b.data.len() + data.len() <= step => {
+                b.data.extend(data)
+            }
+            _ => out.push(Block { address, data }),
         }
     }
     out
@@ -385,6 +385,24 @@ mod tests {
         let f4 = blocks(&img, 1, 0xFF);
         assert_eq!(f4[0].address, 0x0800_0010);
         assert_eq!(f4.iter().map(|b| b.data.len()).sum::<usize>(), 300);
+    }
+
+    #[test]
+    fn segments_sharing_a_word_are_written_once() {
+        let img = FirmwareImage::from_segments(
+            "x",
+            vec![
+                Segment { address: 0x0800_0000, data: vec![1; 40] },
+                Segment { address: 0x0800_0028, data: vec![2; 8] },
+                Segment { address: 0x0800_0200, data: vec![3; 4] },
+            ],
+        )
+        .unwrap();
+        let b = blocks(&img, 32, 0xFF);
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert_eq!((b[0].address, b[0].data.len()), (0x0800_0000, 64));
+        assert_eq!(&b[0].data[32..48], &[1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]);
+        assert_eq!((b[1].address, b[1].data.len()), (0x0800_0200, 32));
     }
 
     #[test]

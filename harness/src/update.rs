@@ -125,7 +125,7 @@ pub fn plan(name: &str, image: Vec<u8>, layout: &Layout, keys: &[TrustedKey]) ->
         .map_err(|r| bad(format!("its TLVs do not parse: {r}")))?;
     if !keys.is_empty() {
         fut_image::verify(&mut &image[..], &expect, keys, &mut fut_image::Ed25519Verify)
-            .map_err(|r| bad(format!("refused before sending: {r}")))?;
+            .map_err(|r| bad(format!("refused before sending (checked against the given trusted keys): {r}")))?;
     }
     Ok(Plan { name: name.to_string(), slot, version: header.version, security_counter, image })
 }
@@ -185,6 +185,22 @@ pub async fn enter(client: &mut UdsClient<'_>) -> Result<(), UpdateError> {
     }
     client.session(session::PROGRAMMING).await?;
     Ok(())
+}
+
+/// Reach whatever serves UDS on the bus (a board may still be booting): the bootloader's
+/// version, or the application's refusal of the request.
+pub async fn reach(client: &mut UdsClient<'_>) -> Result<Result<Vec<u8>, UdsError>, UpdateError> {
+    let deadline = Instant::now() + ENTER_TIMEOUT;
+    loop {
+        match client.read_did(uds::DID_BOOTLOADER_VERSION).await {
+            Err(UdsError::Timeout { .. }) | Err(UdsError::NoAck { .. }) if Instant::now() < deadline => {
+                bootproof_rig::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e @ UdsError::Negative { .. }) => return Ok(Err(e)),
+            Err(e) => return Err(e.into()),
+            Ok(v) => return Ok(Ok(v)),
+        }
+    }
 }
 
 /// The bootloader's target slot and its download under way: (target, received, size).

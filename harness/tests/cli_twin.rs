@@ -112,3 +112,89 @@ fn app_image_runs_a_users_firmware_and_one_without_a_beacon_fails_clearly() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("no boot beacon on CAN or the console"), "{out}");
 }
+
+/// The slot-B build of the app signed for slot B with `key` as v2 (counter 2), in a temp dir.
+fn signed_b(dir: &std::path::Path, key: &str) -> String {
+    let board = bootproof_fixtures::BoardProfile::builtin("stm32h723zg").unwrap();
+    let fw = bootproof::firmware::for_board(&board).unwrap();
+    fw.ensure_built().unwrap();
+    let elf = fw.elf_path(bootproof::firmware::Binary::Slot(boot_core::layout::SlotId::B)).unwrap();
+    let out = dir.join("app-b.bin").display().to_string();
+    let key = format!("{}/../fixtures/keys/{key}", env!("CARGO_MANIFEST_DIR"));
+    let o = bootproof(&[
+        "image",
+        "sign",
+        "--key",
+        &key,
+        "--slot",
+        "b",
+        "--image-version",
+        "2.0.0",
+        "--security-counter",
+        "2",
+        &elf.display().to_string(),
+        "-o",
+        &out,
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    out
+}
+
+fn key_a() -> String {
+    format!("{}/../fixtures/keys/test-ed25519-a.pem", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn update_via_uds_on_the_factory_twin_boots_the_new_image_which_confirms_itself() {
+    let d = tempfile::tempdir().unwrap();
+    let img = signed_b(d.path(), "test-ed25519-a.pem");
+    let o = bootproof(&[
+        "--twin",
+        "stm32h723zg",
+        "--image",
+        "bootproof-factory",
+        "update",
+        "--via",
+        "uds",
+        &img,
+        "--key",
+        &key_a(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("v2.0.0+0 for slot B, security counter 2, ") && out.contains("signature good"), "{out}");
+    assert!(out.contains("slot B written and committed: "), "{out}");
+    assert!(out.contains("booted: app 2.0.0+0 from slot B") && out.contains("trial, confirmed"), "{out}");
+    assert!(out.contains("the new image confirmed itself: it stays"), "{out}");
+}
+
+#[test]
+fn update_refuses_an_image_signed_with_an_untrusted_key_before_touching_the_board() {
+    let d = tempfile::tempdir().unwrap();
+    let img = signed_b(d.path(), "test-ed25519-b.pem");
+    let o = bootproof(&["--twin", "stm32h723zg", "update", "--via", "uds", &img, "--key", &key_a()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("refused before sending") && err.contains("does not trust"), "{err}");
+}
+
+#[test]
+fn uds_read_reports_the_bootloader_and_both_slots() {
+    let o = bootproof(&["--twin", "stm32h723zg", "--image", "bootproof-factory", "uds", "read"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "the application answers, not the bootloader: {out}{err}");
+    assert!(err.contains("pass --enter"), "{err}");
+    let o = bootproof(&["--twin", "stm32h723zg", "--image", "bootproof-factory", "uds", "read", "--enter"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    for line in [
+        "bootloader: 1.0.0",
+        "session: programming",
+        "slot A: confirmed, v1.0.0+0, security counter 1",
+        "slot B: empty",
+        "stored security counter: 1",
+        "an update would go to slot B; no download under way",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+}

@@ -119,14 +119,22 @@ fn interrupted_transfer(#[case] board: &str) {
     run(rig::get(board), "interrupted-transfer", board, true);
 }
 
-/// bootproof's bootloader: H723 layout only, and on hardware only once its firmware exists
-/// (until then the scenario skips there, saying so).
+/// bootproof's bootloader: H723 layout only.
 #[rstest]
 #[case::stm32h723zg("stm32h723zg", true)]
 #[case::stm32f446re("stm32f446re", false)]
 #[case::stm32g071rb("stm32g071rb", false)]
 fn signed_boot(#[case] board: &str, #[case] applies: bool) {
     run(rig::get(board), "signed-boot", board, applies);
+}
+
+/// Updates over UDS through bootproof's bootloader: the NUCLEO-H723ZG only.
+#[rstest]
+#[case::stm32h723zg("stm32h723zg", true)]
+#[case::stm32f446re("stm32f446re", false)]
+#[case::stm32g071rb("stm32g071rb", false)]
+fn uds_update(#[case] board: &str, #[case] applies: bool) {
+    run(rig::get(board), "uds-update", board, applies);
 }
 
 /// The default fixture is the H723 twin.

@@ -10,7 +10,6 @@ use bootproof::firmware::{Binary, BoardFirmware, for_board};
 use bootproof::update::{self, Progress, UpdateError};
 use bootproof_fixtures::{BoardProfile, Level};
 use bootproof_rig::beacon::{Beacon, CanListener, Slot, Stage, flags};
-use bootproof_rig::image::{FirmwareImage, Segment};
 use bootproof_rig::{CanEvent, Rig};
 use bootproof_twin::{Twin, TwinOptions};
 use fut_image::ImageVersion;
@@ -33,13 +32,9 @@ fn signed(build: Binary, major: u8, counter: u32) -> Vec<u8> {
     fw().signed(&H723, build, ImageVersion::new(major, 0, 0, 0), counter, &key("test-ed25519-a.pem")).unwrap()
 }
 
-/// The factory set: the bootloader, v1 in slot A committed and confirmed; powered on.
+/// The factory set (the bootloader, v1 in slot A committed and confirmed), powered on.
 async fn factory() -> (Twin, Rig) {
-    let mut segs = fw().image(Binary::Bootloader).unwrap().segments;
-    let v1 = signed(Binary::Slot(SlotId::A), 1, 1);
-    let provisioned = boot_core::provision::segments(&H723, SlotId::A, &v1, true).unwrap();
-    segs.extend(provisioned.into_iter().map(|(address, data)| Segment { address, data }));
-    let set = FirmwareImage::from_segments("factory set", segs).unwrap();
+    let set = fw().factory_set(&H723, &key("test-ed25519-a.pem")).unwrap();
     let twin = Twin::new(h723(), TwinOptions::for_profile(&h723()));
     twin.program(&set).unwrap();
     let mut rig = twin.rig();
@@ -76,7 +71,6 @@ async fn an_update_over_uds_boots_the_new_image_on_trial_and_it_confirms_itself(
     let report = update::update(rig.can().unwrap(), &H723, &plan, &mut |p| phases.push(p)).await;
     let events: Vec<String> = twin.board().events().into_iter().map(|e| e.what).collect();
     let report = report.unwrap_or_else(|e| panic!("{e}\n{:#?}", &events[events.len().saturating_sub(30)..]));
-    eprintln!("{report:?}");
     assert_eq!((report.slot, report.resumed_at, report.sent), (SlotId::B, 0, plan.image.len() as u32));
     assert!(phases.contains(&Progress::Erasing(SlotId::B)) && phases.contains(&Progress::Checking), "{phases:?}");
 
@@ -97,4 +91,57 @@ async fn an_image_for_the_running_slot_is_refused_before_anything_is_erased() {
     rig.reset().unwrap().pulse_reset(None).await.unwrap();
     let b = beacon(&mut rig).await;
     assert_eq!((b.stage, b.slot, b.version.major), (Stage::Application, Slot::A, 1), "{b:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_update_goes_to_the_other_slot() {
+    let (twin, mut rig) = factory().await;
+    beacon(&mut rig).await;
+    let v2 = update::plan("v2", signed(Binary::Slot(SlotId::B), 2, 2), &H723, &[]).unwrap();
+    update::update(rig.can().unwrap(), &H723, &v2, &mut |_| {}).await.unwrap();
+    let b = beacon(&mut rig).await;
+    assert_eq!((b.slot, b.version.major, b.flags), (Slot::B, 2, flags::TRIAL | flags::CONFIRMED));
+    let v3 = update::plan("v3", signed(Binary::Slot(SlotId::A), 3, 2), &H723, &[]).unwrap();
+    let r = update::update(rig.can().unwrap(), &H723, &v3, &mut |_| {}).await;
+    if let Err(e) = &r {
+        let elf = fw().image(Binary::Bootloader).unwrap().raw;
+        let probe = rig.probe().unwrap();
+        probe.rtt_attach(Some(&elf), Duration::from_millis(10)).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = probe.rtt_read(&mut buf).await.unwrap();
+        let log = bootproof_rig::defmt::DefmtLog::from_elf(&elf).unwrap().feed(&buf[..n]);
+        let events: Vec<String> = twin.board().events().into_iter().map(|e| e.what).collect();
+        panic!("{e}\nRTT: {log:?}\n{:#?}", &events[events.len().saturating_sub(25)..]);
+    }
+    let b = beacon(&mut rig).await;
+    assert_eq!((b.slot, b.version.major, b.flags), (Slot::A, 3, flags::TRIAL | flags::CONFIRMED));
+}
+
+/// The host dies part-way through the transfer (its future is dropped); a new run finds the
+/// download under way and resumes it instead of erasing and starting over.
+#[tokio::test(start_paused = true)]
+async fn a_host_killed_mid_transfer_resumes_where_it_stopped() {
+    let (_twin, mut rig) = factory().await;
+    beacon(&mut rig).await;
+    let v2 = update::plan("v2", signed(Binary::Slot(SlotId::B), 2, 2), &H723, &[]).unwrap();
+    let mut sent = 0;
+    let first = async {
+        update::update(rig.can().unwrap(), &H723, &v2, &mut |p| {
+            if let Progress::Transfer(done, _) = p {
+                sent = done;
+            }
+        })
+        .await
+    };
+    // Long enough to enter update mode, erase slot B (3.3 s) and send part of the image.
+    let cut = bootproof_rig::time::timeout(Duration::from_millis(4200), first).await;
+    assert!(cut.is_err(), "the first run was interrupted");
+    assert!(sent > 0 && sent < v2.image.len() as u32, "interrupted in the transfer: {sent} bytes");
+    let mut phases = Vec::new();
+    let report = update::update(rig.can().unwrap(), &H723, &v2, &mut |p| phases.push(p)).await.unwrap();
+    assert!(phases.iter().any(|p| matches!(p, Progress::Resuming(_))), "{phases:?}");
+    assert!(!phases.iter().any(|p| matches!(p, Progress::Erasing(_))), "no second erase: {phases:?}");
+    assert!(report.resumed_at >= sent && report.resumed_at < v2.image.len() as u32, "{report:?} after {sent}");
+    let b = beacon(&mut rig).await;
+    assert_eq!((b.slot, b.version.major, b.flags), (Slot::B, 2, flags::TRIAL | flags::CONFIRMED));
 }

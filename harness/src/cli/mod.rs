@@ -6,6 +6,7 @@ mod image;
 mod lines;
 mod serve;
 mod suite;
+mod update;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,8 @@ pub struct Cli {
 
     /// With --twin or `twin serve`: start the twin with this firmware in flash, as a probe
     /// would leave it (ELF, HEX or BIN at the start of flash). `bootproof` names bootproof's own
-    /// firmware for the board (built if needed). The ELF's symbols name the PC in probe output.
+    /// application for the board, `bootproof-factory` its bootloader with the application in
+    /// slot A (built if needed). The ELF's symbols name the PC in probe output.
     #[arg(long = "image", id = "twin_image", global = true, value_name = "FILE")]
     pub twin_image: Option<PathBuf>,
 
@@ -80,6 +82,11 @@ pub enum Command {
     Suite(suite::SuiteArgs),
     /// Program an image through the ROM bootloader (CAN or USART) or the debug probe.
     Flash(flash::FlashArgs),
+    /// Update the application through bootproof's bootloader (UDS on CAN FD).
+    Update(update::UpdateArgs),
+    /// Talk UDS to bootproof's bootloader.
+    #[command(subcommand)]
+    Uds(update::UdsCommand),
     /// Build and inspect images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -336,12 +343,27 @@ pub fn open_twin(cli: &Cli, board: &str) -> Result<bootproof_twin::Twin> {
     Ok(bootproof_twin::Twin::new(profile, opts))
 }
 
-/// The image `--image` names: a file, or `bootproof` for bootproof's own firmware for `board`.
+/// The image `--image` names: a file; `bootproof` for bootproof's own application for
+/// `board` at the start of flash; `bootproof-factory` for bootproof's bootloader with the
+/// application in slot A (v1, signed with test key A, confirmed).
 pub fn image_arg(path: &std::path::Path, board: &bootproof_fixtures::BoardProfile) -> Result<FirmwareImage> {
+    let ours = |what: &str| {
+        bootproof::firmware::for_board(board)
+            .with_context(|| format!("bootproof has no {what} for {}; give an image file", board.name))
+    };
     if path.as_os_str() == "bootproof" {
-        let fw = bootproof::firmware::for_board(board)
-            .with_context(|| format!("bootproof has no firmware for {}; give an image file", board.name))?;
-        return Ok(fw.image(bootproof::firmware::Binary::Flash)?);
+        return Ok(ours("firmware")?.image(bootproof::firmware::Binary::Flash)?);
+    }
+    if path.as_os_str() == "bootproof-factory" {
+        let fw = ours("bootloader")?;
+        if !fw.is_full() {
+            bail!("bootproof's bootloader is for the NUCLEO-H723ZG; {} has only the minimal firmware", board.name);
+        }
+        let key = fut_image::keys::SigningKey::from_pem(
+            include_str!("../../../fixtures/keys/test-ed25519-a.pem"),
+            std::path::Path::new("fixtures/keys/test-ed25519-a.pem"),
+        )?;
+        return Ok(fw.factory_set(&boot_core::layout::H723, &key)?);
     }
     Ok(FirmwareImage::load(path, Some(board.flash.base))?)
 }
@@ -411,6 +433,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Twin(TwinCommand::Serve(a)) => serve::serve(&cli, a).await,
         Command::Suite(a) => suite::suite(&cli, a).await,
         Command::Flash(a) => flash::flash(&cli, a).await,
+        Command::Update(a) => update::update(&cli, a).await,
+        Command::Uds(c) => update::uds(&cli, c).await,
         Command::Image(c) => image::run(c),
         Command::Firmware(c) => firmware::run(c),
     }

@@ -30,9 +30,12 @@ fn s5<'c, 'r>(c: &'c mut Ctx<'r>) -> Body<'c> {
 fn s6<'c, 'r>(c: &'c mut Ctx<'r>) -> Body<'c> {
     Box::pin(super::signed::signed_boot(c))
 }
+fn s7<'c, 'r>(c: &'c mut Ctx<'r>) -> Body<'c> {
+    Box::pin(super::uds::uds_update(c))
+}
 
 /// Every scenario, in order.
-pub static ALL: [Scenario; 6] = [
+pub static ALL: [Scenario; 7] = [
     Scenario {
         id: "rom-get-id",
         title: "BOOT0 high + NRST: the ROM bootloader answers Get ID with the profile's PID",
@@ -62,6 +65,11 @@ pub static ALL: [Scenario; 6] = [
         id: "signed-boot",
         title: "bootproof's bootloader: signed A/B images, trial boot, revert, rejections, recovery",
         run: s6,
+    },
+    Scenario {
+        id: "uds-update",
+        title: "updates over UDS on CAN FD: A->B trial and confirm, again with a revert, downgrade and foreign key refused",
+        run: s7,
     },
 ];
 

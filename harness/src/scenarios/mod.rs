@@ -12,10 +12,12 @@
 //! | `reset-vs-power-on` | NRST and power-on set the reset flags the facts sheet gives; RAM survives NRST, not power-off |
 //! | `blank-flash` | a blank H7/F4 locks up silently; the ROM is still reachable; the empty-check part's latch |
 //! | `interrupted-transfer` | power cut or NRST after every ROM write command never bricks the board |
+//! | `uds-update` | updates over UDS on CAN FD through bootproof's bootloader: a trial that confirms, an update again whose unconfirmed trial reverts, a downgrade and a foreign key refused by name; what boots judged by the beacon |
 //! | `signed-boot` | bootproof's bootloader boots the highest valid signed image, gives a new one one trial, reverts an unconfirmed one, rejects corrupted, rolled-back and foreign images by name, and stays in recovery when nothing is valid |
 
 mod catalog;
 mod signed;
+mod uds;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1326,7 +1326,9 @@ impl FlashCtl {
             locked: true,
             key_step: 0,
             key_broken: false,
-            cr: 0x31,
+            // CR1's reset value is 0x0000_0031: PSIZE = 3 and LOCK, which `locked` holds (so a
+            // read-modify-write after the unlock does not write LOCK back).
+            cr: 0x30,
             sr: 0,
             buffer: None,
             busy: None,
