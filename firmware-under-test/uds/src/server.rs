@@ -12,7 +12,7 @@
 //! | state | 0x31 FF00 erase | 0x34 download | 0x36 transfer | 0x37 exit | 0x31 FF01 check |
 //! |---|---|---|---|---|---|
 //! | idle | erases the inactive slot → erased | 0x24 | 0x24 | 0x24 | 0x24 |
-//! | erased (received n) | erase again | at slot base + n → transferring | 0x24 | 0x24 | verify, commit → idle |
+//! | erased (received n) | erase again | at slot base + n → transferring | 0x24 | 0x24 | all received: verify, commit → idle; else refused "incomplete-transfer" |
 //! | transferring | erase again | 0x22 | counter k → write; k-1 → repeat, ignored; else 0x73 | → erased | 0x24 |
 //!
 //! Resuming: after an interruption (host killed, frames lost, bus-off), a RequestDownload to
@@ -344,10 +344,20 @@ impl Server {
             Op::Check => {
                 let service = sid::ROUTINE_CONTROL;
                 let rid = RID_CHECK.to_be_bytes();
+                out[..4].copy_from_slice(&[pos(service), 0x01, rid[0], rid[1]]);
+                if let State::Erased { dl, size, .. } = &self.state
+                    && dl.received() != *size
+                {
+                    // Not all of the announced image arrived: nothing to verify yet; the
+                    // download stays, so the tester can resume it.
+                    let why = b"incomplete-transfer";
+                    out[4] = 1;
+                    out[5..5 + why.len()].copy_from_slice(why);
+                    return Reply::Now(5 + why.len());
+                }
                 let State::Erased { dl, .. } = core::mem::replace(&mut self.state, State::Idle) else {
                     return neg(out, service, nrc::REQUEST_SEQUENCE_ERROR);
                 };
-                out[..4].copy_from_slice(&[pos(service), 0x01, rid[0], rid[1]]);
                 // routineStatusRecord: 0 committed, or 1 and the reason, as text.
                 let why: &str = match dl.finish(flash, keys, sig) {
                     Ok(_) => {

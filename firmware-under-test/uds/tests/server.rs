@@ -287,3 +287,33 @@ fn session_control_reports_its_timing_and_reset_and_tester_present() {
     assert_eq!(t.server.handle(&mut t.flash, &[0x11, 0x01], &mut out), Reply::ThenReset(2));
     assert_eq!(&out[..2], &[0x51, 0x01]);
 }
+
+#[test]
+fn a_truncated_transfer_is_refused_by_the_check_and_nothing_is_committed() {
+    let mut t = Tester::new();
+    let img = image(SlotId::B, 2, 2);
+    t.ok(&[0x10, 0x02]);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    assert_eq!(t.download_request(H723.slot_address(SlotId::B), img.len() as u32)[0], 0x74);
+    assert_eq!(t.transfer(1, &img[..4096]), [0x76, 1]);
+    t.ok(&[0x37]);
+    let r = t.ok(&[0x31, 0x01, 0xFF, 0x01]);
+    assert_eq!(r[4], 1, "refused: {r:02x?}");
+    assert_eq!(String::from_utf8_lossy(&r[5..]), "incomplete-transfer");
+    assert_eq!(t.boots(), (SlotId::A, 1, false));
+    // The download is still there: the rest completes it.
+    let base = H723.slot_address(SlotId::B);
+    assert_eq!(t.download_request(base + 4096, img.len() as u32)[0], 0x74);
+    for (i, block) in img[4096..].chunks(4096).enumerate() {
+        assert_eq!(t.transfer(i as u8 + 1, block), [0x76, i as u8 + 1]);
+    }
+    t.ok(&[0x37]);
+    assert_eq!(t.ok(&[0x31, 0x01, 0xFF, 0x01]), [0x71, 0x01, 0xFF, 0x01, 0]);
+    assert_eq!(t.boots(), (SlotId::B, 2, true));
+    // More data than announced is refused too.
+    let mut t = Tester::new();
+    t.ok(&[0x10, 0x02]);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    assert_eq!(t.download_request(H723.slot_address(SlotId::B), 100)[0], 0x74);
+    assert_eq!(t.transfer(1, &img[..4096])[..3], [0x7F, 0x36, nrc::TRANSFER_DATA_SUSPENDED]);
+}
