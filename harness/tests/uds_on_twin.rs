@@ -145,3 +145,35 @@ async fn a_host_killed_mid_transfer_resumes_where_it_stopped() {
     let b = beacon(&mut rig).await;
     assert_eq!((b.slot, b.version.major, b.flags), (Slot::B, 2, flags::TRIAL | flags::CONFIRMED));
 }
+
+/// Frames lost on the way (a receiver's FIFO overflowing): a consecutive frame of a
+/// TransferData request, and later a positive TransferData response. The server drops the
+/// broken request (wrong sequence number); the tester times out and sends the block again;
+/// for the lost response, the server answers the repeated block without writing it twice.
+#[tokio::test(start_paused = true)]
+async fn lost_frames_cost_a_retry_not_the_update() {
+    let (twin, mut rig) = factory().await;
+    beacon(&mut rig).await;
+    let mut seen = (0u32, 0u32);
+    twin.board().can_bus().lose_frames(move |f| {
+        let raw = match f.id() {
+            bootproof_rig::can::CanId::Standard(id) => id,
+            bootproof_rig::can::CanId::Extended(_) => return false,
+        };
+        let d = f.data();
+        if raw == bootproof_uds::REQUEST_ID && d.first().is_some_and(|b| b >> 4 == 2) {
+            seen.0 += 1;
+            return seen.0 == 100; // a consecutive frame of the second block
+        }
+        if raw == bootproof_uds::RESPONSE_ID && d.len() > 2 && d[1] == 0x76 {
+            seen.1 += 1;
+            return seen.1 == 5; // the response to the fifth block
+        }
+        false
+    });
+    let v2 = update::plan("v2", signed(Binary::Slot(SlotId::B), 2, 2), &H723, &[]).unwrap();
+    update::update(rig.can().unwrap(), &H723, &v2, &mut |_| {}).await.unwrap();
+    assert_eq!(twin.board().can_bus().lost(), 2, "both losses happened");
+    let b = beacon(&mut rig).await;
+    assert_eq!((b.slot, b.version.major, b.flags), (Slot::B, 2, flags::TRIAL | flags::CONFIRMED));
+}

@@ -23,6 +23,9 @@ struct Node {
     tx: mpsc::UnboundedSender<CanEvent>,
 }
 
+/// Decides which frames the receivers lose (see [`CanBusModel::lose_frames`]).
+type LossRule = Box<dyn FnMut(&CanFrame) -> bool + Send>;
+
 #[derive(Default)]
 struct BusState {
     nodes: Vec<Node>,
@@ -30,6 +33,8 @@ struct BusState {
     busy_until: Option<Instant>,
     frames: u64,
     bits_time: Duration,
+    lose: Option<LossRule>,
+    lost: u64,
 }
 
 /// A shared CAN bus.
@@ -76,6 +81,19 @@ impl CanBusModel {
     pub fn stats(&self) -> BusStats {
         let s = self.lock();
         BusStats { frames: s.frames, wire_time: s.bits_time }
+    }
+
+    /// Fault injection: every frame for which `rule` returns true is sent and acknowledged (the
+    /// controllers see it), but no node's software receives it, as when a receiver's FIFO
+    /// overflows. CAN itself retransmits corrupted frames, so this is how frames get lost on
+    /// a real bus. Replaces an earlier rule.
+    pub fn lose_frames(&self, rule: impl FnMut(&CanFrame) -> bool + Send + 'static) {
+        self.lock().lose = Some(Box::new(rule));
+    }
+
+    /// Frames lost to [`CanBusModel::lose_frames`] so far.
+    pub fn lost(&self) -> u64 {
+        self.lock().lost
     }
 
     /// Names of the attached nodes.
@@ -136,12 +154,16 @@ impl CanPort {
             end
         };
         bootproof_rig::time::sleep_until(end).await;
-        let s = self.bus.lock();
+        let mut s = self.bus.lock();
+        let lost = s.lose.as_mut().is_some_and(|rule| rule(frame));
+        if lost {
+            s.lost += 1;
+        }
         let mut acked = false;
         for n in s.nodes.iter().filter(|n| n.id != self.id) {
             if rates_match(self.rates, n.rates, frame) {
                 acked = true;
-                if n.filters.is_empty() || n.filters.iter().any(|f| f.matches(frame.id())) {
+                if !lost && (n.filters.is_empty() || n.filters.iter().any(|f| f.matches(frame.id()))) {
                     let _ = n.tx.send(CanEvent::Frame(*frame));
                 }
             } else {
