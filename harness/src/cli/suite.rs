@@ -16,7 +16,7 @@ use super::{Cli, open_rig, open_twin};
 #[derive(Debug, Args)]
 pub struct SuiteArgs {
     /// Run only these scenarios (repeatable): rom-get-id, seed-loop, reset-vs-power-on,
-    /// blank-flash, interrupted-transfer, signed-boot.
+    /// blank-flash, interrupted-transfer, signed-boot, uds-update.
     #[arg(long = "scenario", value_name = "ID")]
     pub scenarios: Vec<String>,
     /// Allow the blank-flash scenario to mass-erase a physical board (always allowed on the twin).
