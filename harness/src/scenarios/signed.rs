@@ -29,6 +29,28 @@ use crate::firmware::Binary;
 const TEST_KEY_A: &str = include_str!("../../../fixtures/keys/test-ed25519-a.pem");
 const TEST_KEY_B: &str = include_str!("../../../fixtures/keys/test-ed25519-b.pem");
 
+/// The repository's test keys A and B (test-only).
+pub(super) fn test_keys() -> (SigningKey, SigningKey) {
+    (key(TEST_KEY_A, "fixtures/keys/test-ed25519-a.pem"), key(TEST_KEY_B, "fixtures/keys/test-ed25519-b.pem"))
+}
+
+/// Why a scenario that starts from an erased flash and drives bootproof's bootloader cannot
+/// run on this rig, if it cannot: it needs the probe, CAN, NRST and BOOT0, and the opt-in to
+/// mass-erase.
+pub(super) fn factory_rig_missing(c: &Ctx<'_>) -> Option<Outcome> {
+    for cap in [Capability::Probe, Capability::Can, Capability::Nrst, Capability::Boot0] {
+        if !c.rig.has(cap) {
+            return Some(Outcome::Skip(format!("needs the {cap}")));
+        }
+    }
+    if !c.opts.permissions.mass_erase() {
+        return Some(Outcome::Skip(
+            "starts from an erased flash: pass --allow-mass-erase to run it on this rig".into(),
+        ));
+    }
+    None
+}
+
 fn key(text: &str, name: &str) -> SigningKey {
     SigningKey::from_pem(text, std::path::Path::new(name)).expect("the committed test keys parse")
 }
@@ -106,16 +128,10 @@ pub(super) async fn signed_boot(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioErro
     let Some(fw) = crate::firmware::for_board(&b) else {
         return Ok(Outcome::Skip(format!("bootproof's firmware is for the NUCLEO-H723ZG; {} has none", b.name)));
     };
-    for cap in [Capability::Probe, Capability::Can, Capability::Nrst, Capability::Boot0] {
-        if !c.rig.has(cap) {
-            return Ok(Outcome::Skip(format!("needs the {cap}")));
-        }
+    if let Some(skip) = factory_rig_missing(c) {
+        return Ok(skip);
     }
-    if !c.opts.permissions.mass_erase() {
-        return Ok(Outcome::Skip("starts from an erased flash: pass --allow-mass-erase to run it on this rig".into()));
-    }
-    let ka = key(TEST_KEY_A, "fixtures/keys/test-ed25519-a.pem");
-    let kb = key(TEST_KEY_B, "fixtures/keys/test-ed25519-b.pem");
+    let (ka, kb) = test_keys();
     let app = |slot, major: u8, counter, confirms: bool, k: &SigningKey| {
         let build = if confirms { Binary::Slot(slot) } else { Binary::SlotNoConfirm(slot) };
         fw.signed(&layout, build, ImageVersion::new(major, 0, 0, 0), counter, k)

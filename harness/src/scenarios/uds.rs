@@ -13,7 +13,7 @@
 //!    check routine, named. v2 keeps booting.
 
 use boot_core::layout::{H723, SlotId};
-use bootproof_fixtures::{Capability, Level};
+use bootproof_fixtures::Level;
 use bootproof_rig::beacon::{Slot, Stage, flags};
 use fut_image::ImageVersion;
 use fut_image::keys::SigningKey;
@@ -21,13 +21,6 @@ use fut_image::keys::SigningKey;
 use super::{Ctx, Outcome, ScenarioError, check};
 use crate::firmware::Binary;
 use crate::update::{self, UpdateError};
-
-const TEST_KEY_A: &str = include_str!("../../../fixtures/keys/test-ed25519-a.pem");
-const TEST_KEY_B: &str = include_str!("../../../fixtures/keys/test-ed25519-b.pem");
-
-fn key(text: &str, name: &str) -> SigningKey {
-    SigningKey::from_pem(text, std::path::Path::new(name)).expect("the committed test keys parse")
-}
 
 async fn expect_app(c: &mut Ctx<'_>, major: u8, slot: Slot, flags: u8) -> Result<(), ScenarioError> {
     let b = c.expect_beacon().await?;
@@ -69,16 +62,10 @@ pub(super) async fn uds_update(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError
             b.name
         )));
     };
-    for cap in [Capability::Probe, Capability::Can, Capability::Nrst, Capability::Boot0] {
-        if !c.rig.has(cap) {
-            return Ok(Outcome::Skip(format!("needs the {cap}")));
-        }
+    if let Some(skip) = super::signed::factory_rig_missing(c) {
+        return Ok(skip);
     }
-    if !c.opts.permissions.mass_erase() {
-        return Ok(Outcome::Skip("starts from an erased flash: pass --allow-mass-erase to run it on this rig".into()));
-    }
-    let ka = key(TEST_KEY_A, "fixtures/keys/test-ed25519-a.pem");
-    let kb = key(TEST_KEY_B, "fixtures/keys/test-ed25519-b.pem");
+    let (ka, kb) = super::signed::test_keys();
     let signed = |build, major: u8, counter, k: &SigningKey| {
         fw.signed(&H723, build, ImageVersion::new(major, 0, 0, 0), counter, k)
     };
