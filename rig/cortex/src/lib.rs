@@ -88,6 +88,11 @@ pub trait Bus {
     fn code_cacheable(&self, _addr: u32) -> bool {
         false
     }
+    /// The cycle until which an instruction fetch at `addr` waits (memory busy, e.g. a flash
+    /// bank programming or erasing); `cycles` (now) when it does not wait.
+    fn fetch_stalled_until(&self, _addr: u32, cycles: u64) -> u64 {
+        cycles
+    }
 }
 
 /// Why [`Cpu::run`] returned.
@@ -180,6 +185,8 @@ pub struct Cpu {
     cache_version: u64,
     /// Instructions executed.
     pub instructions: u64,
+    /// Cycles spent waiting on stalled instruction fetches ([`Bus::fetch_stalled_until`]).
+    pub stalled: u64,
     /// The last fault, for reports.
     pub last_fault: Option<FaultInfo>,
     lockup_why: String,
@@ -226,6 +233,7 @@ impl Cpu {
             cache: Vec::new(),
             cache_version: 0,
             instructions: 0,
+            stalled: 0,
             last_fault: None,
             lockup_why: String::new(),
         }
@@ -485,6 +493,13 @@ impl Cpu {
                 format!("the branch at {from:#010x} went to an address with bit 0 clear")
             };
             return self.fault(bus, 6, pc, format!("execution at {pc:#010x} with EPSR.T clear: {why} (INVSTATE)"));
+        }
+        let until = bus.fetch_stalled_until(pc, self.cycles);
+        if until > self.cycles {
+            // The fetch waits: time passes, peripherals run, interrupts pend; then try again.
+            self.stalled += until - self.cycles;
+            self.cycles = until;
+            return None;
         }
         let (insn, len) = match self.fetch_decoded(bus, pc) {
             Ok(d) => d,

@@ -11,7 +11,7 @@ use bootproof_cortex::{Bus, BusError, Ctx};
 use bootproof_fixtures::BoardProfile;
 
 use super::periph::{FlashOp, Peripherals, Unmodelled};
-use crate::board::{Board, Pending, State};
+use crate::board::{Board, State};
 
 /// The device information area (RM0468 §62): unique ID at `0x1FF1_E800`, flash size in KiB at
 /// `0x1FF1_E880`.
@@ -83,11 +83,7 @@ impl SocBus<'_> {
             FlashOp::Mass => Duration::from_millis(self.profile.flash.mass_erase_ms as u64),
         };
         let cycles = (dur.as_nanos() as u64).saturating_mul(hz) / 1_000_000_000;
-        self.st.pending = Some(match &op {
-            FlashOp::Program { addr, data } => Pending::Program { addr: *addr, word: data.clone() },
-            FlashOp::Erase { sector } => Pending::Erase { sector: *sector },
-            FlashOp::Mass => Pending::Mass,
-        });
+        self.st.pending = Some(op.clone());
         self.p.flash.busy = Some((op, now + cycles.max(1)));
     }
 
@@ -262,5 +258,17 @@ impl Bus for SocBus<'_> {
 
     fn code_cacheable(&self, addr: u32) -> bool {
         self.flash_contains(addr)
+    }
+
+    /// Assumption `flash-busy-stalls-fetch`: the H723 has one flash bank, and a read of a bank
+    /// that is programming or erasing waits until the operation ends (RM0468, embedded flash:
+    /// no read-while-write within a bank). Firmware running from flash therefore stops for a
+    /// word program or a sector erase; the peripherals (the FDCAN receiving into its message
+    /// RAM) go on. Data reads of flash are not stalled in the model, only fetches.
+    fn fetch_stalled_until(&self, addr: u32, cycles: u64) -> u64 {
+        match &self.p.flash.busy {
+            Some((_, done)) if self.flash_contains(addr) && *done > cycles => *done,
+            _ => cycles,
+        }
     }
 }
