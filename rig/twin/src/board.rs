@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::bus::{CanBusModel, CanPort};
 use crate::firmware::{DESCRIPTOR_LEN, DESCRIPTOR_OFFSET, Descriptor, Registry, image_crc};
-use crate::flash::{FlashArray, FlashFault};
+use crate::flash::{FlashArray, FlashFault, FlashOp};
 use crate::mem::SparseMem;
 use crate::uart::{BoardRx, UartLink};
 
@@ -84,14 +84,6 @@ pub enum Rdp {
     Level1,
 }
 
-/// A flash operation in flight (torn if a reset or power cut lands before it completes).
-#[derive(Debug, Clone)]
-pub(crate) enum Pending {
-    Program { addr: u32, word: Vec<u8> },
-    Erase { sector: u32 },
-    Mass,
-}
-
 /// Mutable board state (behind the board's lock).
 pub struct State {
     /// Supply on.
@@ -127,7 +119,8 @@ pub struct State {
     pub(crate) step_requests: u32,
     /// The firmware runs on the emulated core (not natively).
     pub(crate) emulated: bool,
-    pub(crate) pending: Option<Pending>,
+    /// A flash operation in flight (torn if a reset or power cut lands before it completes).
+    pub(crate) pending: Option<FlashOp>,
     task: Option<tokio::task::AbortHandle>,
     can_nodes: Vec<CanPortId>,
     deferred_boot: Option<u32>,
@@ -377,15 +370,15 @@ impl Board {
     fn enter_reset(&self, st: &mut State) {
         st.generation += 1;
         match st.pending.take() {
-            Some(Pending::Program { addr, word }) => {
-                st.flash.tear_word(addr, &word);
+            Some(FlashOp::Program { addr, data }) => {
+                st.flash.tear_word(addr, &data);
                 self.log(format!("flash word {addr:#010x} torn by reset/power loss"));
             }
-            Some(Pending::Erase { sector }) => {
+            Some(FlashOp::Erase { sector }) => {
                 st.flash.tear_sector(sector);
                 self.log(format!("sector {sector} erase torn by reset/power loss"));
             }
-            Some(Pending::Mass) => {
+            Some(FlashOp::Mass) => {
                 for s in 0..st.flash.sectors().len() as u32 {
                     st.flash.tear_sector(s);
                 }
@@ -644,7 +637,7 @@ impl Board {
                 if st.generation != era {
                     return Err(McuError::Reset);
                 }
-                st.pending = Some(Pending::Program { addr: a, word: chunk.to_vec() });
+                st.pending = Some(FlashOp::Program { addr: a, data: chunk.to_vec() });
             }
             bootproof_rig::time::sleep(t).await;
             let mut st = self.state();
@@ -668,7 +661,7 @@ impl Board {
             if st.flash.is_protected(sector) {
                 return Err(McuError::Flash(FlashFault::WriteProtected(sector)));
             }
-            st.pending = Some(Pending::Erase { sector });
+            st.pending = Some(FlashOp::Erase { sector });
             s.erase_ms
         };
         bootproof_rig::time::sleep(Duration::from_millis(ms as u64)).await;
@@ -692,7 +685,7 @@ impl Board {
             if let Some(s) = (0..st.flash.sectors().len() as u32).find(|s| st.flash.is_protected(*s)) {
                 return Err(McuError::Flash(FlashFault::WriteProtected(s)));
             }
-            st.pending = Some(Pending::Mass);
+            st.pending = Some(FlashOp::Mass);
         }
         bootproof_rig::time::sleep(Duration::from_millis(self.profile.flash.mass_erase_ms as u64)).await;
         let mut st = self.state();

@@ -322,3 +322,54 @@ pub async fn app_confirm(mcu: &Mcu, vt: u32) -> Option<String> {
         Err(e) => format!("bootproof stand-in app: confirming slot {slot} failed: {e}"),
     })
 }
+
+/// A flash array at rest (no board, no time) as the boot core's read side: what a power-cut
+/// campaign inspects between boots (the stored security counter, the trailers). Writes and
+/// erases are refused.
+pub struct ArrayFlash<'a> {
+    array: &'a crate::flash::FlashArray,
+    layout: Layout,
+}
+
+impl<'a> ArrayFlash<'a> {
+    /// Over `array`, whose base is `layout.flash_base`.
+    pub fn new(array: &'a crate::flash::FlashArray, layout: Layout) -> Self {
+        ArrayFlash { array, layout }
+    }
+}
+
+impl ErrorType for ArrayFlash<'_> {
+    type Error = TwinFlashError;
+}
+
+impl ReadNorFlash for ArrayFlash<'_> {
+    const READ_SIZE: usize = 1;
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), TwinFlashError> {
+        self.read_checked(offset, bytes).map(drop)
+    }
+    fn capacity(&self) -> usize {
+        self.layout.flash_size as usize
+    }
+}
+
+impl EccRead for ArrayFlash<'_> {
+    fn read_checked(&mut self, offset: u32, bytes: &mut [u8]) -> Result<ReadCheck, TwinFlashError> {
+        match self.array.read_checked(self.layout.flash_base + offset, bytes) {
+            Ok(None) => Ok(ReadCheck::Clean),
+            Ok(Some(_)) => Ok(ReadCheck::Corrected),
+            Err(crate::flash::FlashFault::EccDouble(_)) => Err(TwinFlashError::Ecc),
+            Err(_) => Err(TwinFlashError::Refused),
+        }
+    }
+}
+
+impl NorFlash for ArrayFlash<'_> {
+    const WRITE_SIZE: usize = 32;
+    const ERASE_SIZE: usize = 128 * 1024;
+    fn erase(&mut self, _from: u32, _to: u32) -> Result<(), TwinFlashError> {
+        Err(TwinFlashError::Refused)
+    }
+    fn write(&mut self, _offset: u32, _bytes: &[u8]) -> Result<(), TwinFlashError> {
+        Err(TwinFlashError::Refused)
+    }
+}

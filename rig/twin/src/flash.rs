@@ -29,6 +29,38 @@ pub enum WordState {
     Corrected,
 }
 
+/// A flash operation: what the controller performs, what a reset tears while it is in flight,
+/// and what [`FlashArray::record`] logs for power-cut replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlashOp {
+    /// Programming one word.
+    Program {
+        /// Address.
+        addr: u32,
+        /// Data (one word).
+        data: Vec<u8>,
+    },
+    /// Erasing a sector.
+    Erase {
+        /// Sector.
+        sector: u32,
+    },
+    /// Erasing the bank.
+    Mass,
+}
+
+/// What a power cut leaves of an operation it interrupts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tear {
+    /// The word (or every word of a torn erase) is ECC-inconsistent: reads are double errors
+    /// (assumption `torn-word-reads`, the default).
+    Ecc,
+    /// Less kind physics: the cells hold half the change and the ECC happens to match, so the
+    /// word reads back cleanly as data that was never written (a program: half the intended
+    /// bits; an erase: half the sector erased, the rest still the old data).
+    Silent,
+}
+
 /// A flash access error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlashFault {
@@ -70,6 +102,7 @@ pub struct FlashArray {
     erase_counts: Vec<u64>,
     program_count: u64,
     version: u64,
+    log: Option<Vec<FlashOp>>,
 }
 
 impl FlashArray {
@@ -90,6 +123,7 @@ impl FlashArray {
             erase_counts: vec![0; n],
             program_count: 0,
             version: 0,
+            log: None,
         }
     }
 
@@ -240,6 +274,9 @@ impl FlashArray {
         self.check_program(addr, data.len())?;
         self.version += 1;
         debug_assert_eq!(data.len(), self.word as usize);
+        if let Some(log) = &mut self.log {
+            log.push(FlashOp::Program { addr, data: data.to_vec() });
+        }
         let i = self.word_index(addr);
         let off = (addr - self.base) as usize;
         self.program_count += 1;
@@ -263,6 +300,9 @@ impl FlashArray {
             return Err(FlashFault::WriteProtected(index));
         }
         self.version += 1;
+        if let Some(log) = &mut self.log {
+            log.push(FlashOp::Erase { sector: index });
+        }
         let off = (s.start - self.base) as usize;
         self.data[off..off + s.size as usize].fill(self.erased);
         let first = self.word_index(s.start);
@@ -272,8 +312,41 @@ impl FlashArray {
         Ok(())
     }
 
+    /// Perform `op` at once (a replay of a recorded operation).
+    pub fn apply(&mut self, op: &FlashOp) -> Result<(), FlashFault> {
+        match op {
+            FlashOp::Program { addr, data } => self.program_word(*addr, data),
+            FlashOp::Erase { sector } => self.erase_sector(*sector),
+            FlashOp::Mass => (0..self.sectors.len() as u32).try_for_each(|s| self.erase_sector(s)),
+        }
+    }
+
+    /// `op` was cut by a power loss or reset, leaving what `how` says.
+    pub fn tear(&mut self, op: &FlashOp, how: Tear) {
+        match op {
+            FlashOp::Program { addr, data } => self.tear_word_as(*addr, data, how),
+            FlashOp::Erase { sector } => self.tear_sector_as(*sector, how),
+            FlashOp::Mass => (0..self.sectors.len() as u32).for_each(|s| self.tear_sector_as(s, how)),
+        }
+    }
+
+    /// Start (`true`) or stop logging every completed program and erase, for replays.
+    pub fn record(&mut self, on: bool) {
+        self.log = on.then(Vec::new);
+    }
+
+    /// The operations completed since [`FlashArray::record`] started, in order.
+    pub fn recorded(&self) -> &[FlashOp] {
+        self.log.as_deref().unwrap_or(&[])
+    }
+
     /// A program of the word at `addr` was cut: the word is left half-programmed.
     pub fn tear_word(&mut self, addr: u32, data: &[u8]) {
+        self.tear_word_as(addr, data, Tear::Ecc)
+    }
+
+    /// A program of the word at `addr` was cut, leaving what `how` says.
+    pub fn tear_word_as(&mut self, addr: u32, data: &[u8], how: Tear) {
         self.version += 1;
         let i = self.word_index(addr);
         let off = (addr - self.base) as usize;
@@ -282,7 +355,7 @@ impl FlashArray {
         for (d, s) in self.data[off..off + half].iter_mut().zip(data) {
             *d &= *s;
         }
-        if self.ecc {
+        if self.ecc && how == Tear::Ecc {
             self.words[i] = WordState::Inconsistent;
         } else {
             self.words[i] = WordState::Programmed;
@@ -291,6 +364,11 @@ impl FlashArray {
 
     /// An erase of sector `index` was cut: contents indeterminate until erased again.
     pub fn tear_sector(&mut self, index: u32) {
+        self.tear_sector_as(index, Tear::Ecc)
+    }
+
+    /// An erase of sector `index` was cut, leaving what `how` says.
+    pub fn tear_sector_as(&mut self, index: u32, how: Tear) {
         self.version += 1;
         let s = self.sectors[index as usize];
         let first = self.word_index(s.start);
@@ -298,7 +376,7 @@ impl FlashArray {
         let off = (s.start - self.base) as usize;
         // Roughly half the sector got erased.
         self.data[off..off + s.size as usize / 2].fill(self.erased);
-        let state = if self.ecc { WordState::Inconsistent } else { WordState::Programmed };
+        let state = if self.ecc && how == Tear::Ecc { WordState::Inconsistent } else { WordState::Programmed };
         self.words[first..first + n].fill(state);
         self.erase_counts[index as usize] += 1;
     }

@@ -1265,24 +1265,7 @@ impl Fdcan {
 
 // ---- FLASH controller -----------------------------------------------------------------------
 
-/// A flash operation in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlashOp {
-    /// Programming a 32-byte word.
-    Program {
-        /// Address.
-        addr: u32,
-        /// Data.
-        data: Vec<u8>,
-    },
-    /// Erasing a sector.
-    Erase {
-        /// Sector.
-        sector: u32,
-    },
-    /// Erasing the bank.
-    Mass,
-}
+pub use crate::flash::FlashOp;
 
 /// The FLASH controller (RM0468 §4): KEYR unlock (a wrong key locks until reset), CR (PG, SER,
 /// BER, FW, START, SNB), SR (BSY, WBNE, QW, EOP, WRPERR, PGSERR, INCERR, DBECCERR), CCR,
