@@ -401,6 +401,12 @@ impl<'b> Receiver<'b> {
         self.progress.map(|p| p.1).unwrap_or(0)
     }
 
+    /// The message under way so far, and the length its first frame announced (for a server
+    /// that stores a long request while its frames still arrive).
+    pub fn partial(&self) -> Option<(&[u8], usize)> {
+        self.progress.map(|(total, got, _, _)| (&self.buf[..got.min(total)], total))
+    }
+
     /// Take one frame.
     pub fn on_frame(&mut self, frame: &[u8]) -> Received {
         let pdu = match decode(frame) {

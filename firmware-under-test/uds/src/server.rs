@@ -50,7 +50,14 @@ pub enum Reply {
 #[derive(Debug)]
 enum State {
     Idle,
-    Erased { dl: Download, transferring: Option<u8>, size: u32 },
+    /// `block_start`: bytes received when the expected TransferData block began (a block
+    /// streamed in part before its reception failed is resumed there, not written twice).
+    Erased {
+        dl: Download,
+        transferring: Option<u8>,
+        size: u32,
+        block_start: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +80,8 @@ pub struct Server {
     version: [u8; 3],
     /// The last positive TransferData answered (for the repeat of a lost response).
     last_counter: Option<u8>,
+    /// A programming failure while a block streamed in: the block's answer.
+    stream_fault: Option<u8>,
 }
 
 /// Positive response SID.
@@ -98,6 +107,7 @@ impl Server {
             pending: None,
             version,
             last_counter: None,
+            stream_fault: None,
         }
     }
 
@@ -182,7 +192,7 @@ impl Server {
                     DID_DOWNLOAD_PROGRESS => {
                         let (received, size, next) = match &self.state {
                             State::Idle => (0, 0, 0),
-                            State::Erased { dl, transferring, size } => {
+                            State::Erased { dl, transferring, size, .. } => {
                                 (dl.received(), *size, transferring.unwrap_or(0))
                             }
                         };
@@ -213,6 +223,7 @@ impl Server {
                     RID_ERASE => {
                         self.state = State::Idle;
                         self.last_counter = None;
+                        self.stream_fault = None;
                         self.pend(Op::Erase, service)
                     }
                     RID_CHECK => match &self.state {
@@ -232,7 +243,7 @@ impl Server {
                 let addr = u32::from_be_bytes([req[3], req[4], req[5], req[6]]);
                 let size = u32::from_be_bytes([req[7], req[8], req[9], req[10]]);
                 let layout = self.layout;
-                let State::Erased { dl, transferring, size: announced } = &mut self.state else {
+                let State::Erased { dl, transferring, size: announced, block_start } = &mut self.state else {
                     return neg(out, service, nrc::REQUEST_SEQUENCE_ERROR);
                 };
                 if transferring.is_some() {
@@ -251,6 +262,7 @@ impl Server {
                 }
                 *announced = size;
                 *transferring = Some(1);
+                *block_start = dl.received();
                 self.last_counter = None;
                 let m = MAX_BLOCK_LENGTH.to_be_bytes();
                 out[..4].copy_from_slice(&[pos(service), 0x20, m[0], m[1]]);
@@ -260,9 +272,12 @@ impl Server {
                 if req.len() < 3 || req.len() > MAX_BLOCK_LENGTH as usize {
                     return neg(out, service, nrc::INCORRECT_LENGTH);
                 }
+                if let Some(code) = self.stream_fault.take() {
+                    return neg(out, service, code);
+                }
                 let k = req[1];
                 let last = self.last_counter;
-                let State::Erased { dl, transferring: Some(next), size } = &mut self.state else {
+                let State::Erased { dl, transferring: Some(next), size, block_start } = &mut self.state else {
                     return neg(out, service, nrc::REQUEST_SEQUENCE_ERROR);
                 };
                 if k != *next {
@@ -274,23 +289,21 @@ impl Server {
                     return neg(out, service, nrc::WRONG_BLOCK_SEQUENCE_COUNTER);
                 }
                 let data = &req[2..];
-                if dl.received() as u64 + data.len() as u64 > *size as u64 {
+                if *block_start as u64 + data.len() as u64 > *size as u64 {
                     return neg(out, service, nrc::TRANSFER_DATA_SUSPENDED);
                 }
-                match dl.write(flash, data) {
-                    Ok(()) => {}
-                    Err(UpdateError::Rejected(_)) | Err(UpdateError::Oversize { .. }) => {
-                        // A build for the other slot, or more than the slot holds: nothing
-                        // more is taken; erase again to start over.
-                        self.state = State::Idle;
-                        return neg(out, service, nrc::REQUEST_OUT_OF_RANGE);
-                    }
-                    Err(_) => {
-                        self.state = State::Idle;
-                        return neg(out, service, nrc::GENERAL_PROGRAMMING_FAILURE);
-                    }
+                // Bytes of this block already stored while its frames arrived ([`Server::stream`]),
+                // in this reception or an earlier one that failed part-way.
+                let stored = (dl.received() - *block_start) as usize;
+                if stored > data.len() {
+                    return neg(out, service, nrc::TRANSFER_DATA_SUSPENDED);
+                }
+                if let Err(code) = Self::store(dl, flash, &data[stored..]) {
+                    self.state = State::Idle;
+                    return neg(out, service, code);
                 }
                 *next = next.wrapping_add(1);
+                *block_start = dl.received();
                 self.last_counter = Some(k);
                 out[..2].copy_from_slice(&[pos(service), k]);
                 Reply::Now(2)
@@ -307,6 +320,45 @@ impl Server {
                 Reply::Now(1)
             }
             _ => neg(out, service, nrc::SERVICE_NOT_SUPPORTED),
+        }
+    }
+
+    /// Append to the download; the negative response code of a failure.
+    fn store<F: NorFlash + EccRead>(dl: &mut Download, flash: &mut F, data: &[u8]) -> Result<(), u8> {
+        match dl.write(flash, data) {
+            Ok(()) => Ok(()),
+            // A build for the other slot, or more than the slot holds: nothing more is taken;
+            // erase again to start over.
+            Err(UpdateError::Rejected(_)) | Err(UpdateError::Oversize { .. }) => Err(nrc::REQUEST_OUT_OF_RANGE),
+            Err(_) => Err(nrc::GENERAL_PROGRAMMING_FAILURE),
+        }
+    }
+
+    /// Store the part of a TransferData request received so far, while the rest of its frames
+    /// are still on the bus: `partial` is the request's first bytes, `total` its announced
+    /// length (ISO-TP's first frame). Flash programming then overlaps the transfer instead of
+    /// following it. Only the expected block of a download under way in the programming
+    /// session is stored, and only what the complete request would store; anything else waits
+    /// for [`Server::handle`], which stores the rest, checks the counter and answers. A
+    /// programming failure here is that block's answer.
+    pub fn stream<F: NorFlash + EccRead>(&mut self, flash: &mut F, partial: &[u8], total: usize) {
+        if self.session != session::PROGRAMMING
+            || self.stream_fault.is_some()
+            || partial.len() < 2
+            || partial[0] != sid::TRANSFER_DATA
+            || total > MAX_BLOCK_LENGTH as usize
+        {
+            return;
+        }
+        let State::Erased { dl, transferring: Some(next), size, block_start } = &mut self.state else { return };
+        if partial[1] != *next || *block_start as u64 + (total - 2) as u64 > *size as u64 {
+            return;
+        }
+        let stored = (dl.received() - *block_start) as usize;
+        let Some(new) = partial.get(2 + stored..) else { return };
+        if let Err(code) = Self::store(dl, flash, new) {
+            self.state = State::Idle;
+            self.stream_fault = Some(code);
         }
     }
 
@@ -331,7 +383,7 @@ impl Server {
                 let rid = RID_ERASE.to_be_bytes();
                 match Download::begin(flash, &l, self.target(), self.running) {
                     Ok(dl) => {
-                        self.state = State::Erased { dl, transferring: None, size: 0 };
+                        self.state = State::Erased { dl, transferring: None, size: 0, block_start: 0 };
                         out[..4].copy_from_slice(&[pos(service), 0x01, rid[0], rid[1]]);
                         Reply::Now(4)
                     }

@@ -125,6 +125,38 @@ impl Tester {
         r[4..].to_vec()
     }
 
+    /// The firmware's path for one TransferData block: the server stores each prefix of the
+    /// request as its 64-byte frames arrive (`frames` of them; all when `None`), then, if the
+    /// reception completed, handles the whole request. The answer, if handled.
+    fn streamed(&mut self, counter: u8, data: &[u8], frames: Option<usize>) -> Option<Vec<u8>> {
+        let mut req = vec![0x36, counter];
+        req.extend_from_slice(data);
+        // ISO-TP FD: a first frame carries 62 bytes, each consecutive frame 63.
+        let mut got = 62.min(req.len());
+        let mut n = 0;
+        while got < req.len() {
+            if frames.is_some_and(|f| n == f) {
+                return None;
+            }
+            self.server.stream(&mut self.flash, &req[..got], req.len());
+            got = (got + 63).min(req.len());
+            n += 1;
+        }
+        Some(self.ask(&req).0)
+    }
+
+    /// The words of slot B holding `img`'s first bytes that are written, as `img` has them.
+    fn written_prefix(&self, img: &[u8]) -> usize {
+        let base = H723.slot(SlotId::B).offset;
+        img.chunks(32)
+            .take_while(|w| {
+                let at = base + (w.as_ptr() as usize - img.as_ptr() as usize) as u32;
+                self.flash.stable_clean(at).is_some_and(|got| got[..w.len()] == **w && w.len() == 32)
+            })
+            .count()
+            * 32
+    }
+
     fn boots(&mut self) -> (SlotId, u8, bool) {
         let d = decide(&mut self.flash, &H723, &trusted(), &mut MemoCheck::default());
         let c = d.chosen.unwrap_or_else(|| panic!("recovery: {d:?}"));
@@ -316,4 +348,60 @@ fn a_truncated_transfer_is_refused_by_the_check_and_nothing_is_committed() {
     t.ok(&[0x31, 0x01, 0xFF, 0x00]);
     assert_eq!(t.download_request(H723.slot_address(SlotId::B), 100)[0], 0x74);
     assert_eq!(t.transfer(1, &img[..4096])[..3], [0x7F, 0x36, nrc::TRANSFER_DATA_SUSPENDED]);
+}
+
+/// The firmware stores each TransferData block while its frames still arrive, so flash
+/// programming overlaps the bus: the words are in flash before the request is complete, the
+/// whole update commits, and the result is what a block-at-a-time download gives.
+#[test]
+fn blocks_stored_while_their_frames_arrive_commit_the_same_image() {
+    let mut t = Tester::new();
+    let img = image(SlotId::B, 2, 2);
+    t.ok(&[0x10, 0x02]);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    assert_eq!(t.download_request(H723.slot_address(SlotId::B), img.len() as u32)[0], 0x74);
+    // Half of the first block's frames: its first words are programmed already.
+    assert_eq!(t.streamed(1, &img[..4096], Some(32)), None);
+    let early = t.written_prefix(&img);
+    assert!((31 * 63 - 32..4096).contains(&early), "{early} bytes programmed from 32 frames");
+    // That reception failed (N_Cr); the tester sends the block again: the stored part is not
+    // programmed twice (the strict model would refuse it), the rest is.
+    for (i, block) in img.chunks(4096).enumerate() {
+        let k = (i + 1) as u8;
+        assert_eq!(t.streamed(k, block, None), Some(vec![0x76, k]), "block {k}");
+    }
+    t.ok(&[0x37]);
+    assert_eq!(t.ok(&[0x31, 0x01, 0xFF, 0x01]), [0x71, 0x01, 0xFF, 0x01, 0]);
+    assert_eq!(t.boots(), (SlotId::B, 2, true));
+}
+
+/// Only the expected block of a download under way is stored early: a wrong counter, a
+/// request in the default session or before RequestDownload writes nothing, and the complete
+/// request gets the answer it always got.
+#[test]
+fn nothing_unexpected_is_stored_while_frames_arrive() {
+    let mut t = Tester::new();
+    let img = image(SlotId::B, 2, 2);
+    assert_eq!(t.streamed(1, &img[..4096], None).unwrap(), [0x7F, 0x36, nrc::SERVICE_NOT_SUPPORTED_IN_SESSION]);
+    t.ok(&[0x10, 0x02]);
+    assert_eq!(t.streamed(1, &img[..4096], None).unwrap(), [0x7F, 0x36, nrc::REQUEST_SEQUENCE_ERROR]);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    assert_eq!(t.download_request(H723.slot_address(SlotId::B), img.len() as u32)[0], 0x74);
+    assert_eq!(t.streamed(2, &img[..4096], None).unwrap(), [0x7F, 0x36, nrc::WRONG_BLOCK_SEQUENCE_COUNTER]);
+    assert_eq!(t.written_prefix(&img), 0, "nothing written");
+    assert_eq!(t.streamed(1, &img[..4096], None).unwrap(), [0x76, 1]);
+    assert_eq!(t.written_prefix(&img), 4096);
+}
+
+/// A build for the other slot is refused at its first frames, by the block's answer, and
+/// the old image keeps booting.
+#[test]
+fn a_wrong_build_streamed_in_is_refused_by_its_block_answer() {
+    let mut t = Tester::new();
+    let wrong = image(SlotId::A, 2, 2);
+    t.ok(&[0x10, 0x02]);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    assert_eq!(t.download_request(H723.slot_address(SlotId::B), wrong.len() as u32)[0], 0x74);
+    assert_eq!(t.streamed(1, &wrong[..4096], None).unwrap(), [0x7F, 0x36, nrc::REQUEST_OUT_OF_RANGE]);
+    assert_eq!(t.boots(), (SlotId::A, 1, false));
 }
