@@ -351,8 +351,8 @@ pub enum Received {
     Flow(Frame),
     /// Part of a message: nothing to do.
     Partial,
-    /// Not for this receiver (flow control, or a consecutive frame with no message under way):
-    /// ignored, as ISO 15765-2 §9.8.3 asks.
+    /// Not for this receiver (flow control, a consecutive frame with no message under way, or
+    /// a frame that is not a valid PDU): ignored, as ISO 15765-2 §9.8.3 asks.
     Ignored,
     /// A message was under way and this frame ended it (wrong sequence number); it is lost.
     Aborted(RxError),
@@ -368,8 +368,6 @@ pub enum RxError {
         /// Received.
         got: u8,
     },
-    /// The frame is not a valid PDU.
-    Malformed(PduError),
     /// The message is larger than the buffer: overflow was signalled.
     Overflow(u32),
 }
@@ -411,13 +409,9 @@ impl<'b> Receiver<'b> {
     pub fn on_frame(&mut self, frame: &[u8]) -> Received {
         let pdu = match decode(frame) {
             Ok(p) => p,
-            Err(e) => {
-                return if self.progress.take().is_some() {
-                    Received::Aborted(RxError::Malformed(e))
-                } else {
-                    Received::Ignored
-                };
-            }
+            // An unknown PCI type or an invalid length: ignored, and a reception under way goes
+            // on (ISO 15765-2:2016 §9.6 and §9.8.3).
+            Err(_) => return Received::Ignored,
         };
         match pdu {
             Pdu::Single(d) => {

@@ -461,15 +461,23 @@ fn receiver_sends_flow_control_per_block() {
 }
 
 #[test]
-fn malformed_frame_during_a_reception_aborts_it() {
-    // Like Linux's can-isotp, a malformed SF/FF ends a reception under way (ISO 15765-2 §9.8.3
-    // would have it ignored; the message is lost either way if the sender is confused).
-    let frames = frames_of(&message(200));
+fn a_frame_that_is_not_a_valid_pdu_is_ignored_and_the_reception_goes_on() {
+    // ISO 15765-2:2016 §9.6 and §9.8.3: an unknown PCI type, or a single frame with an invalid
+    // length, is ignored; it does not end the reception under way.
+    let msg = message(200);
+    let frames = frames_of(&msg);
     let mut buf = [0u8; 256];
     let mut rx = Receiver::new(&mut buf, 0, 0);
     assert!(matches!(rx.on_frame(&frames[0]), Received::Flow(_)));
-    assert_eq!(rx.on_frame(&[0x40, 0, 0]), Received::Aborted(RxError::Malformed(PduError::UnknownType(4))));
-    assert!(!rx.busy());
+    assert_eq!(rx.on_frame(&[0x40, 0, 0]), Received::Ignored, "unknown PCI type 4");
+    assert_eq!(rx.on_frame(&[0x00]), Received::Ignored, "an FD single frame without its length byte");
+    assert!(rx.busy());
+    let mut last = Received::Ignored;
+    for f in &frames[1..] {
+        last = rx.on_frame(f);
+    }
+    assert_eq!(last, Received::Message(msg.len()));
+    assert_eq!(rx.message(msg.len()), &msg[..]);
 }
 
 #[test]
