@@ -358,6 +358,16 @@ impl<'a> UdsClient<'a> {
                         stage = ("response after response-pending (NRC 0x78)", self.p2_star);
                         continue;
                     }
+                    let ours = msg.first() == Some(&(service + 0x40))
+                        || (msg.first() == Some(&sid::NEGATIVE_RESPONSE) && msg.get(1) == Some(&service));
+                    if !ours {
+                        // Another tester on the bus asked something: its answer is not ours.
+                        tracing::debug!(
+                            "UDS: ignoring a response to another request: {:02X?}",
+                            &msg[..msg.len().min(8)]
+                        );
+                        continue;
+                    }
                     return Ok(msg.to_vec());
                 }
                 Received::Flow(fc) => {

@@ -29,6 +29,12 @@ pub const ENTER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per TransferData block before the update gives up (a lost response is answered
 /// again by the bootloader without writing twice).
 pub const BLOCK_ATTEMPTS: u32 = 3;
+/// Attempts of the whole update when the bus fails under it once the bootloader answered (a
+/// bus-off, an interface that went down and came back, blocks that kept timing out): each
+/// one resumes the download where the bootloader says it stands.
+pub const BUS_ATTEMPTS: u32 = 5;
+/// The pause before such an attempt (a SocketCAN interface with `restart-ms` is back by then).
+pub const BUS_RETRY_WAIT: Duration = Duration::from_secs(1);
 
 /// Why an update did not happen. The running image keeps booting in every case.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +137,7 @@ pub fn plan(name: &str, image: Vec<u8>, layout: &Layout, keys: &[TrustedKey]) ->
 }
 
 /// Where an update stands, for progress output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
     /// Asking for update mode.
     Entering,
@@ -145,6 +151,8 @@ pub enum Progress {
     Checking,
     /// Resetting into the trial.
     Resetting,
+    /// The bus failed under the update (the error); it goes on where the download stands.
+    Retrying(String),
 }
 
 /// What an update did.
@@ -156,6 +164,8 @@ pub struct Report {
     pub resumed_at: u32,
     /// Bytes sent in this run.
     pub sent: u32,
+    /// TransferData blocks sent again (no answer in time: a frame or the answer was lost).
+    pub resent: u32,
     /// Wall (or virtual) time of the transfer phase (RequestDownload to RequestTransferExit).
     pub transfer: Duration,
     /// Wall (or virtual) time of the whole update, from update mode to the reset.
@@ -219,17 +229,50 @@ pub async fn progress(client: &mut UdsClient<'_>) -> Result<(SlotId, u32, u32), 
     Ok((target, le(1), le(5)))
 }
 
-/// Run the update of `plan` over `can`.
+/// Run the update of `plan` over `can`. When the bus fails under it after the bootloader
+/// answered (a bus-off, frames lost until a block gave up), it waits [`BUS_RETRY_WAIT`] and
+/// goes on from where the bootloader's download stands, up to [`BUS_ATTEMPTS`] times.
 pub async fn update(
     can: &mut dyn CanBus,
     layout: &Layout,
     plan: &Plan,
     progress_out: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report, UpdateError> {
+    let mut started = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match update_once(can, layout, plan, progress_out, &mut started).await {
+            Err(UpdateError::Uds(e @ (UdsError::Can(_) | UdsError::Timeout { .. })))
+                if started.is_some() && attempt < BUS_ATTEMPTS =>
+            {
+                tracing::warn!("update: {e}; going on where the download stands");
+                progress_out(Progress::Retrying(e.to_string()));
+                bootproof_rig::time::sleep(BUS_RETRY_WAIT).await;
+            }
+            Ok(mut report) => {
+                if let Some(t) = started {
+                    report.total = Instant::now() - t;
+                }
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn update_once(
+    can: &mut dyn CanBus,
+    layout: &Layout,
+    plan: &Plan,
+    progress_out: &mut (dyn FnMut(Progress) + Send),
+    started: &mut Option<Instant>,
+) -> Result<Report, UpdateError> {
     let mut client = UdsClient::new(can);
     progress_out(Progress::Entering);
     enter(&mut client).await?;
     let start = Instant::now();
+    started.get_or_insert(start);
     let (target, received, size) = progress(&mut client).await?;
     if target != plan.slot {
         return Err(UpdateError::WrongSlot { name: plan.name.clone(), linked: plan.slot, target });
@@ -255,13 +298,14 @@ pub async fn update(
     let chunk = (max as usize).saturating_sub(2).max(1);
     let mut counter: u8 = 1;
     let mut sent = at;
+    let mut resent = 0;
     for block in plan.image[at as usize..].chunks(chunk) {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match client.transfer_data(counter, block).await {
                 Ok(()) => break,
-                Err(UdsError::Timeout { .. }) if attempt < BLOCK_ATTEMPTS => continue,
+                Err(UdsError::Timeout { .. }) if attempt < BLOCK_ATTEMPTS => resent += 1,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -282,5 +326,5 @@ pub async fn update(
     }
     progress_out(Progress::Resetting);
     client.ecu_reset().await?;
-    Ok(Report { slot: target, resumed_at: at, sent: sent - at, transfer, total: start.elapsed() })
+    Ok(Report { slot: target, resumed_at: at, sent: sent - at, resent, transfer, total: start.elapsed() })
 }

@@ -172,8 +172,82 @@ async fn lost_frames_cost_a_retry_not_the_update() {
         false
     });
     let v2 = update::plan("v2", signed(Binary::Slot(SlotId::B), 2, 2), &H723, &[]).unwrap();
-    update::update(rig.can().unwrap(), &H723, &v2, &mut |_| {}).await.unwrap();
+    let report = update::update(rig.can().unwrap(), &H723, &v2, &mut |_| {}).await.unwrap();
     assert_eq!(twin.board().can_bus().lost(), 2, "both losses happened");
+    assert_eq!(report.resent, 2, "each loss cost one block sent again: {report:?}");
+    let b = beacon(&mut rig).await;
+    assert_eq!((b.slot, b.version.major, b.flags), (Slot::B, 2, flags::TRIAL | flags::CONFIRMED));
+}
+
+/// The host's controller goes bus-off in the middle of the transfer (its sends fail, it hears
+/// nothing) and recovers 300 ms later, as SocketCAN's `restart-ms` does. The updater waits,
+/// asks the bootloader where the download stands and goes on from there: no second erase, and
+/// the image boots.
+#[tokio::test(start_paused = true)]
+async fn a_bus_off_mid_transfer_costs_a_pause_not_the_update() {
+    let (twin, mut rig) = factory().await;
+    beacon(&mut rig).await;
+    let mut cfs = 0u32;
+    twin.board().can_bus().bus_off(
+        move |f| {
+            let host = matches!(f.id(), bootproof_rig::can::CanId::Standard(id) if id == bootproof_uds::REQUEST_ID);
+            if host && f.data().first().is_some_and(|b| b >> 4 == 2) {
+                cfs += 1;
+            }
+            cfs == 700
+        },
+        Duration::from_millis(300),
+    );
+    let v2 = update::plan("v2", signed(Binary::Slot(SlotId::B), 2, 2), &H723, &[]).unwrap();
+    let mut phases = Vec::new();
+    let report = update::update(rig.can().unwrap(), &H723, &v2, &mut |p| phases.push(p)).await.unwrap();
+    assert_eq!(twin.board().can_bus().bus_offs(), 1, "the bus-off happened");
+    assert!(phases.iter().any(|p| matches!(p, Progress::Retrying(why) if why.contains("bus-off"))), "{phases:?}");
+    assert!(phases.iter().any(|p| matches!(p, Progress::Resuming(_))), "{phases:?}");
+    assert_eq!(phases.iter().filter(|p| matches!(p, Progress::Erasing(_))).count(), 1, "one erase: {phases:?}");
+    assert!(report.resumed_at > 0, "{report:?}");
+    let b = beacon(&mut rig).await;
+    assert_eq!((b.slot, b.version.major, b.flags), (Slot::B, 2, flags::TRIAL | flags::CONFIRMED));
+}
+
+/// A second tester on the bus talks to the bootloader while the update runs (it reads the
+/// bootloader's version every 150 ms). Its single frames cut into TransferData receptions
+/// (ISO 15765-2 §9.8.3: a new single frame ends the reception under way) and its responses
+/// reach the first tester too; the update still completes with the right image.
+#[tokio::test(start_paused = true)]
+async fn a_second_tester_talking_at_once_does_not_break_the_update() {
+    let (twin, mut rig) = factory().await;
+    beacon(&mut rig).await;
+    let rates = rig.can().unwrap().bitrates();
+    let mut other = twin.board().can_bus().attach("tester-2", rates);
+    let v2 = update::plan("v2", signed(Binary::Slot(SlotId::B), 2, 2), &H723, &[]).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let chatter = async {
+        let mut sent = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            bootproof_rig::time::sleep(Duration::from_millis(150)).await;
+            let f = bootproof_rig::can::CanFrame::fd(
+                bootproof_rig::can::CanId::Standard(bootproof_uds::REQUEST_ID),
+                &[0x03, 0x22, 0xF1, 0x80, 0xCC, 0xCC, 0xCC, 0xCC],
+                true,
+            )
+            .unwrap();
+            use bootproof_rig::CanBus;
+            other.send(&f).await.unwrap();
+            sent += 1;
+        }
+        sent
+    };
+    let run = async {
+        let r = update::update(rig.can().unwrap(), &H723, &v2, &mut |_| {}).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let (report, sent) = tokio::join!(run, chatter);
+    let report = report.unwrap();
+    assert!(sent > 20, "the second tester talked throughout: {sent} requests");
+    assert_eq!(report.sent, v2.image.len() as u32);
+    assert!(report.resent > 0, "its requests cut into some blocks, which were sent again: {report:?}");
     let b = beacon(&mut rig).await;
     assert_eq!((b.slot, b.version.major, b.flags), (Slot::B, 2, flags::TRIAL | flags::CONFIRMED));
 }

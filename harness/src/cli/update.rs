@@ -96,6 +96,9 @@ pub async fn update(cli: &Cli, a: &UpdateArgs) -> Result<ExitCode> {
         }
         Progress::Checking => pb.set_prefix("checking"),
         Progress::Resetting => pb.set_prefix("resetting"),
+        Progress::Retrying(why) => {
+            pb.println(format!("the bus failed under the update ({why}); going on where it stands"))
+        }
     };
     let can = rig.can()?;
     let report = update::update(can, &H723, &plan, &mut progress).await;
@@ -106,7 +109,12 @@ pub async fn update(cli: &Cli, a: &UpdateArgs) -> Result<ExitCode> {
         "slot {} written and committed: {} bytes sent{} in {:.2} s ({payload:.1} KiB/s), {:.2} s in all; the board resets into the trial",
         report.slot,
         report.sent,
-        if report.resumed_at > 0 { format!(" (resumed at byte {})", report.resumed_at) } else { String::new() },
+        match (report.resumed_at, report.resent) {
+            (0, 0) => String::new(),
+            (0, n) => format!(" ({n} blocks sent again)"),
+            (at, 0) => format!(" (resumed at byte {at})"),
+            (at, n) => format!(" (resumed at byte {at}, {n} blocks sent again)"),
+        },
         report.transfer.as_secs_f64(),
         report.total.as_secs_f64(),
     );

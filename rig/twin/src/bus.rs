@@ -21,6 +21,8 @@ struct Node {
     rates: Bitrates,
     filters: Vec<CanFilter>,
     tx: mpsc::UnboundedSender<CanEvent>,
+    /// Bus-off until then (see [`CanBusModel::bus_off`]).
+    off_until: Option<Instant>,
 }
 
 /// Decides which frames the receivers lose (see [`CanBusModel::lose_frames`]).
@@ -35,6 +37,8 @@ struct BusState {
     bits_time: Duration,
     lose: Option<LossRule>,
     lost: u64,
+    bus_off: Option<(LossRule, Duration)>,
+    bus_offs: u64,
 }
 
 /// A shared CAN bus.
@@ -68,7 +72,7 @@ impl CanBusModel {
         let mut s = self.lock();
         s.next_id += 1;
         let id = s.next_id;
-        s.nodes.push(Node { id, name: name.to_string(), rates, filters: Vec::new(), tx });
+        s.nodes.push(Node { id, name: name.to_string(), rates, filters: Vec::new(), tx, off_until: None });
         CanPort { bus: self.clone(), id, rates, rx, interface: name.to_string() }
     }
 
@@ -94,6 +98,20 @@ impl CanBusModel {
     /// Frames lost to [`CanBusModel::lose_frames`] so far.
     pub fn lost(&self) -> u64 {
         self.lock().lost
+    }
+
+    /// Fault injection: the sender of the first frame for which `rule` returns true goes
+    /// bus-off instead of sending it (its transmit error counter passed 255, e.g. a wiring
+    /// fault or a babbling node): it gets a bus-off event, its sends fail and it receives
+    /// nothing, until it recovers after `recover` (as a SocketCAN interface with `restart-ms`
+    /// does). The other nodes see nothing of it. One shot; replaces an earlier rule.
+    pub fn bus_off(&self, rule: impl FnMut(&CanFrame) -> bool + Send + 'static, recover: Duration) {
+        self.lock().bus_off = Some((Box::new(rule), recover));
+    }
+
+    /// Bus-offs injected by [`CanBusModel::bus_off`] so far.
+    pub fn bus_offs(&self) -> u64 {
+        self.lock().bus_offs
     }
 
     /// Names of the attached nodes.
@@ -146,6 +164,27 @@ impl CanPort {
         let end = {
             let mut s = self.bus.lock();
             let now = Instant::now();
+            let me = s.nodes.iter().position(|n| n.id == self.id);
+            if let Some(until) = me.and_then(|i| s.nodes[i].off_until).filter(|u| *u > now) {
+                return Err(CanError::Interface {
+                    interface: self.interface.clone(),
+                    message: format!(
+                        "bus-off: the controller is recovering ({:?} left); check the wiring and termination",
+                        until - now
+                    ),
+                });
+            }
+            let hit = s.bus_off.as_mut().is_some_and(|(rule, _)| rule(frame));
+            if let (true, Some(i)) = (hit, me) {
+                let (_, recover) = s.bus_off.take().expect("a rule");
+                s.bus_offs += 1;
+                s.nodes[i].off_until = Some(now + recover);
+                let _ = s.nodes[i].tx.send(CanEvent::Error(BusError::BusOff));
+                return Err(CanError::Interface {
+                    interface: self.interface.clone(),
+                    message: "bus-off: too many transmit errors; check the wiring and termination".into(),
+                });
+            }
             let start = s.busy_until.filter(|b| *b > now).unwrap_or(now);
             let end = start + duration;
             s.busy_until = Some(end);
@@ -160,7 +199,8 @@ impl CanPort {
             s.lost += 1;
         }
         let mut acked = false;
-        for n in s.nodes.iter().filter(|n| n.id != self.id) {
+        let now = Instant::now();
+        for n in s.nodes.iter().filter(|n| n.id != self.id && n.off_until.is_none_or(|u| u <= now)) {
             if rates_match(self.rates, n.rates, frame) {
                 acked = true;
                 if !lost && (n.filters.is_empty() || n.filters.iter().any(|f| f.matches(frame.id()))) {
