@@ -3,11 +3,15 @@
 //!
 //! A download goes to the slot that is not running:
 //! 1. [`Download::begin`] refuses to start unless the running image's commit and confirmation
-//!    are proven (until then the other slot holds its fallback), then erases the target slot,
-//!    header sector first and trailer sector last ([`crate::flash::erase_region`]).
+//!    are proven (until then the other slot holds its fallback). It erases nothing yet.
 //! 2. [`Download::write`] takes the image in order, in chunks of any size, and programs whole
 //!    32-byte words (all-0xFF words are left erased). The header is checked as soon as it
-//!    arrives: a build linked for the other slot is refused before anything else is written.
+//!    arrives: a build linked for the other slot is refused before anything is erased or
+//!    written. The target slot is erased as the image needs it, so a caller that keeps
+//!    receiving during an erase overlaps the two: before the first word, the header sector
+//!    and then the trailer sector (an old trailer must not outlive the new image's first word:
+//!    it would commit or confirm it unverified; see [`crate::flash::erase_region`] for why the
+//!    header goes first), then each sector in between as the image reaches it.
 //! 3. [`Download::finish`] verifies the image in flash exactly as the bootloader will (hash,
 //!    signature, load address, security counter), refuses an image that would never boot
 //!    because the other slot holds a higher or equal version, and only then writes the
@@ -80,11 +84,15 @@ pub struct Download {
     received: u32,
     word: [u8; WORD],
     fill: usize,
+    /// Offset in the slot up to which its sectors are erased (whole sectors, from the first;
+    /// the trailer sector is erased with the first).
+    erased: u32,
 }
 
 impl Download {
     /// Start a download into `target`. `running` is the slot the caller runs from (`None` in
-    /// the bootloader's recovery mode). Erases the target slot.
+    /// the bootloader's recovery mode). The target slot is erased as the download reaches
+    /// each of its sectors, and entirely by [`Download::finish`].
     pub fn begin<F: NorFlash + EccRead>(
         flash: &mut F,
         layout: &Layout,
@@ -113,8 +121,15 @@ impl Download {
                 }
             }
         }
-        erase_region(flash, layout, layout.slot(target)).map_err(UpdateError::Flash)?;
-        Ok(Download { layout: *layout, slot: target, received: 0, word: [0xFF; WORD], fill: 0 })
+        Ok(Download { layout: *layout, slot: target, received: 0, word: [0xFF; WORD], fill: 0, erased: 0 })
+    }
+
+    /// Erase the whole target slot now (header sector, trailer sector, the rest), instead of
+    /// as the image reaches it: for a caller that cannot receive while the flash erases (code
+    /// running from the bank being erased).
+    pub fn erase_all<F: NorFlash + EccRead>(&mut self, flash: &mut F) -> Result<(), UpdateError<F::Error>> {
+        let size = self.layout.slot(self.slot).size;
+        self.erase_upto(flash, size)
     }
 
     /// The target slot.
@@ -127,10 +142,42 @@ impl Download {
         self.received
     }
 
+    /// Erase what the slot needs before slot offset `upto - 1` is written: at the first call
+    /// its header sector and then its trailer sector (so no trailer of an old image outlives
+    /// the new image's first word: it would commit it, or confirm it, unverified), then the
+    /// sectors in between as the image reaches them, in order.
+    fn erase_upto<F: NorFlash + EccRead>(&mut self, flash: &mut F, upto: u32) -> Result<(), UpdateError<F::Error>> {
+        let slot = self.layout.slot(self.slot);
+        let sector = self.layout.sector_size;
+        let region = |at: u32| crate::layout::Region { offset: slot.offset + at, size: sector };
+        let last = slot.size - sector;
+        if self.erased == 0 && upto > 0 {
+            if mutant!(TrailerSectorErasedFirst) {
+                // The old order: the trailer sector before the header's.
+                erase_region(flash, &self.layout, region(last)).map_err(UpdateError::Flash)?;
+            }
+            erase_region(flash, &self.layout, region(0)).map_err(UpdateError::Flash)?;
+            if last > 0 {
+                erase_region(flash, &self.layout, region(last)).map_err(UpdateError::Flash)?;
+            }
+            self.erased = sector;
+        }
+        while self.erased < upto.min(last) {
+            erase_region(flash, &self.layout, region(self.erased)).map_err(UpdateError::Flash)?;
+            self.erased += sector;
+        }
+        if upto > last {
+            self.erased = slot.size;
+        }
+        Ok(())
+    }
+
     fn flush_word<F: NorFlash + EccRead>(&mut self, flash: &mut F) -> Result<(), UpdateError<F::Error>> {
-        let at = self.layout.slot(self.slot).offset + self.received - self.fill as u32;
+        let in_slot = self.received - self.fill as u32;
+        let at = self.layout.slot(self.slot).offset + in_slot;
         if self.received as usize == self.fill {
-            // The first word is the header's start: refuse a wrong build before writing it.
+            // The first word is the header's start: refuse a wrong build before erasing or
+            // writing anything.
             let e = expect(&self.layout, self.slot, 0);
             let h = fut_image::check_header(&mut &self.word[..], &e);
             match h {
@@ -138,6 +185,9 @@ impl Download {
                 Err(r) => return Err(UpdateError::Rejected(r)),
             }
         }
+        // The sector this word is in is erased before it is written (or left erased: an
+        // all-0xFF word must read erased too, not as the old image's data).
+        self.erase_upto(flash, in_slot + WORD as u32)?;
         if self.word.iter().any(|b| *b != 0xFF) {
             program(flash, &self.layout, at, &self.word).map_err(UpdateError::Flash)?;
         }
@@ -180,6 +230,8 @@ impl Download {
             self.flush_word(flash)?;
         }
         let l = self.layout;
+        // The sectors the image did not reach: nothing of an old image survives the commit.
+        self.erase_upto(flash, l.slot(self.slot).size)?;
         let min = stored_minimum(flash, &l, keys, sig).minimum;
         let image = verify_slot(flash, &l, self.slot, keys, sig, min).map_err(UpdateError::Rejected)?;
         // The other slot: a valid, committed, untried-or-confirmed image of a higher or equal

@@ -381,7 +381,11 @@ impl Server {
             Op::Erase => {
                 let service = sid::ROUTINE_CONTROL;
                 let rid = RID_ERASE.to_be_bytes();
-                match Download::begin(flash, &l, self.target(), self.running) {
+                // The whole slot now: the firmware cannot receive while the bank erases (its
+                // code runs from it), so the erase is done before the transfer, not during it.
+                match Download::begin(flash, &l, self.target(), self.running)
+                    .and_then(|mut dl| dl.erase_all(flash).map(|()| dl))
+                {
                     Ok(dl) => {
                         self.state = State::Erased { dl, transferring: None, size: 0, block_start: 0 };
                         out[..4].copy_from_slice(&[pos(service), 0x01, rid[0], rid[1]]);
