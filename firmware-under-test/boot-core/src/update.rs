@@ -85,8 +85,10 @@ pub struct Download {
     word: [u8; WORD],
     fill: usize,
     /// Offset in the slot up to which its sectors are erased (whole sectors, from the first;
-    /// the trailer sector is erased with the first).
+    /// the trailer sector apart).
     erased: u32,
+    /// The trailer sector is erased.
+    trailer: bool,
 }
 
 impl Download {
@@ -121,15 +123,15 @@ impl Download {
                 }
             }
         }
-        Ok(Download { layout: *layout, slot: target, received: 0, word: [0xFF; WORD], fill: 0, erased: 0 })
-    }
-
-    /// Erase the whole target slot now (header sector, trailer sector, the rest), instead of
-    /// as the image reaches it: for a caller that cannot receive while the flash erases (code
-    /// running from the bank being erased).
-    pub fn erase_all<F: NorFlash + EccRead>(&mut self, flash: &mut F) -> Result<(), UpdateError<F::Error>> {
-        let size = self.layout.slot(self.slot).size;
-        self.erase_upto(flash, size)
+        Ok(Download {
+            layout: *layout,
+            slot: target,
+            received: 0,
+            word: [0xFF; WORD],
+            fill: 0,
+            erased: 0,
+            trailer: false,
+        })
     }
 
     /// The target slot.
@@ -142,32 +144,39 @@ impl Download {
         self.received
     }
 
-    /// Erase what the slot needs before slot offset `upto - 1` is written: at the first call
-    /// its header sector and then its trailer sector (so no trailer of an old image outlives
-    /// the new image's first word: it would commit it, or confirm it, unverified), then the
-    /// sectors in between as the image reaches them, in order.
-    fn erase_upto<F: NorFlash + EccRead>(&mut self, flash: &mut F, upto: u32) -> Result<(), UpdateError<F::Error>> {
+    /// Erase the next sector the slot needs, in the order header sector, trailer sector (so no
+    /// trailer of an old image outlives the new image's first word: it would commit it, or
+    /// confirm it, unverified), then the sectors in between, first to last. Whether the whole
+    /// slot is erased now.
+    pub fn erase_next<F: NorFlash + EccRead>(&mut self, flash: &mut F) -> Result<bool, UpdateError<F::Error>> {
         let slot = self.layout.slot(self.slot);
         let sector = self.layout.sector_size;
         let region = |at: u32| crate::layout::Region { offset: slot.offset + at, size: sector };
         let last = slot.size - sector;
-        if self.erased == 0 && upto > 0 {
-            if mutant!(TrailerSectorErasedFirst) {
+        let mut erase = |at: u32| erase_region(flash, &self.layout, region(at)).map_err(UpdateError::Flash);
+        if self.erased == 0 {
+            if mutant!(TrailerSectorErasedFirst) && last > 0 {
                 // The old order: the trailer sector before the header's.
-                erase_region(flash, &self.layout, region(last)).map_err(UpdateError::Flash)?;
+                erase(last)?;
             }
-            erase_region(flash, &self.layout, region(0)).map_err(UpdateError::Flash)?;
-            if last > 0 {
-                erase_region(flash, &self.layout, region(last)).map_err(UpdateError::Flash)?;
-            }
+            erase(0)?;
             self.erased = sector;
-        }
-        while self.erased < upto.min(last) {
-            erase_region(flash, &self.layout, region(self.erased)).map_err(UpdateError::Flash)?;
+            self.trailer = last == 0;
+        } else if !self.trailer {
+            erase(last)?;
+            self.trailer = true;
+        } else if self.erased < last {
+            erase(self.erased)?;
             self.erased += sector;
         }
-        if upto > last {
-            self.erased = slot.size;
+        Ok(self.trailer && self.erased >= last)
+    }
+
+    /// Erase what the slot needs before slot offset `upto - 1` is written.
+    fn erase_upto<F: NorFlash + EccRead>(&mut self, flash: &mut F, upto: u32) -> Result<(), UpdateError<F::Error>> {
+        let last = self.layout.slot(self.slot).size - self.layout.sector_size;
+        while !(self.trailer && (self.erased >= upto || self.erased >= last)) {
+            self.erase_next(flash)?;
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //!
 //! A request that takes longer than P2 (an erase, a verification) comes back as
 //! [`Reply::Pending`]: the caller sends the response-pending NRC (`7F SID 78`) at once, then
-//! calls [`Server::run_pending`] for the final response.
+//! calls [`Server::run_pending`], again as long as that returns [`Reply::Pending`] (the erase
+//! routine does one sector per call, so a response-pending goes out every sector erase time,
+//! well inside P2*).
 //!
 //! What each state allows (programming session only; the default session allows 0x10, 0x11,
 //! 0x22 and 0x3E):
@@ -50,6 +52,10 @@ pub enum Reply {
 #[derive(Debug)]
 enum State {
     Idle,
+    /// The erase routine under way: one sector per [`Server::run_pending`].
+    Erasing {
+        dl: Download,
+    },
     /// `block_start`: bytes received when the expected TransferData block began (a block
     /// streamed in part before its reception failed is resumed there, not written twice).
     Erased {
@@ -191,7 +197,7 @@ impl Server {
                     }
                     DID_DOWNLOAD_PROGRESS => {
                         let (received, size, next) = match &self.state {
-                            State::Idle => (0, 0, 0),
+                            State::Idle | State::Erasing { .. } => (0, 0, 0),
                             State::Erased { dl, transferring, size, .. } => {
                                 (dl.received(), *size, transferring.unwrap_or(0))
                             }
@@ -367,7 +373,8 @@ impl Server {
         Reply::Pending(service)
     }
 
-    /// Finish the request that answered [`Reply::Pending`]: its final response in `out`.
+    /// Go on with the request that answered [`Reply::Pending`]: its final response in `out`,
+    /// or [`Reply::Pending`] again (send another response-pending and call again).
     pub fn run_pending<F: NorFlash + EccRead, C: SignatureCheck>(
         &mut self,
         flash: &mut F,
@@ -381,12 +388,19 @@ impl Server {
             Op::Erase => {
                 let service = sid::ROUTINE_CONTROL;
                 let rid = RID_ERASE.to_be_bytes();
-                // The whole slot now: the firmware cannot receive while the bank erases (its
-                // code runs from it), so the erase is done before the transfer, not during it.
-                match Download::begin(flash, &l, self.target(), self.running)
-                    .and_then(|mut dl| dl.erase_all(flash).map(|()| dl))
-                {
-                    Ok(dl) => {
+                let dl = match core::mem::replace(&mut self.state, State::Idle) {
+                    State::Erasing { dl } => Ok(dl),
+                    _ => Download::begin(flash, &l, self.target(), self.running),
+                };
+                // One sector per call, a response-pending before each: the firmware cannot
+                // receive while the bank erases (its code runs from it), so the whole slot is
+                // erased before the transfer, and the tester hears from it every 1.1 s.
+                match dl.and_then(|mut dl| dl.erase_next(flash).map(|done| (dl, done))) {
+                    Ok((dl, false)) => {
+                        self.state = State::Erasing { dl };
+                        self.pend(Op::Erase, service)
+                    }
+                    Ok((dl, true)) => {
                         self.state = State::Erased { dl, transferring: None, size: 0, block_start: 0 };
                         out[..4].copy_from_slice(&[pos(service), 0x01, rid[0], rid[1]]);
                         Reply::Now(4)

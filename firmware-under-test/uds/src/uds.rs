@@ -98,12 +98,11 @@ pub mod session {
 
 /// P2server_max: the server answers within this (ms), or sends response-pending.
 pub const P2_MS: u16 = 50;
-/// P2*server_max after a response-pending (ms; sent in units of 10 ms). ISO 14229-2's default
-/// is 5000 ms; the server declares its own in the DiagnosticSessionControl response. An erase of
-/// a slot is three 128 KiB sectors, one blocking operation after a single response-pending:
-/// the H7 datasheet's maximum is about 4 s per sector at x8 parallelism (as cited by
-/// chrome-ec's STM32H7 flash driver; the twin's 1.1 s is a placeholder), so 15 s covers it.
-pub const P2_STAR_MS: u16 = 15_000;
+/// P2*server_max after a response-pending (ms; sent in units of 10 ms): ISO 14229-2's default.
+/// The longest operation between two response-pendings is one 128 KiB sector erase (the erase
+/// routine sends one per sector): 2.2 s at most at x32 parallelism, 4 s at x8 (the datasheet's
+/// maxima, as chrome-ec's STM32H7 flash driver cites them).
+pub const P2_STAR_MS: u16 = 5_000;
 
 /// DID: the bootloader's version, `major minor revision` (3 bytes).
 pub const DID_BOOTLOADER_VERSION: u16 = 0xF180;

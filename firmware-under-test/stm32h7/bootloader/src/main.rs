@@ -203,14 +203,13 @@ async fn serve(can: &mut can::Can<'static>, server: &mut Server, flash: &mut boo
             }
             Received::Ignored => continue,
         };
-        let reply = server.handle(flash, rx.message(n), &mut out);
-        let reply = match reply {
-            Reply::Pending(service) => {
-                send_message(can, &uds::negative(service, nrc::RESPONSE_PENDING)).await;
-                server.run_pending(flash, &keys, &mut fut_image::Ed25519Verify, &mut out)
-            }
-            r => r,
-        };
+        let mut reply = server.handle(flash, rx.message(n), &mut out);
+        // A long request: a response-pending before each step (the erase routine takes a
+        // sector per step), so the tester hears from us well inside P2*.
+        while let Reply::Pending(service) = reply {
+            send_message(can, &uds::negative(service, nrc::RESPONSE_PENDING)).await;
+            reply = server.run_pending(flash, &keys, &mut fut_image::Ed25519Verify, &mut out);
+        }
         match reply {
             Reply::Now(n) => send_message(can, &out[..n]).await,
             Reply::ThenReset(n) => {
