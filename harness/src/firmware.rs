@@ -14,7 +14,7 @@
 //! directories without running cargo (a Pi without the embedded toolchain).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use boot_core::layout::{Layout, SlotId};
@@ -182,12 +182,38 @@ impl BoardFirmware {
         r
     }
 
+    /// bootproof's bootloader with a deliberate bug (`BOOTPROOF_MUTANT=<name>` at build time;
+    /// see `firmware-under-test/stm32h7/board`), built in a target directory of its own so the
+    /// real binaries stay as they are: for showing that a test catches the bug. NUCLEO-H723ZG
+    /// only. The first build compiles the whole embedded workspace again (minutes).
+    pub fn mutant_bootloader(&self, mutant: &str) -> Result<FirmwareImage, FirmwareError> {
+        if self.minimal.is_some() {
+            return Err(FirmwareError::NoSuchBuild { board: self.board.clone(), build: "bootloader" });
+        }
+        let dir = self.dir.join("target").join("mutants").join(mutant);
+        self.run_cargo(&dir, &["--bin", "bootloader"], &[("BOOTPROOF_MUTANT", mutant)])?;
+        let path = dir.join(self.target).join("release").join("bootloader");
+        FirmwareImage::load(&path, None)
+            .map_err(|e| FirmwareError::Elf { path: path.clone(), message: format!("{e} (the {mutant} mutant)") })
+    }
+
     fn build(&self) -> Result<(), FirmwareError> {
+        if std::env::var("BOOTPROOF_FIRMWARE_PREBUILT").as_deref() == Ok("1") {
+            if !self.dir.join("Cargo.toml").is_file() {
+                return Err(FirmwareError::NoWorkspace(self.dir.clone()));
+            }
+            return Ok(());
+        }
+        let bins: &[&str] = match self.minimal {
+            Some(bin) => &["--bin", bin],
+            None => &["--bins"],
+        };
+        self.run_cargo(&self.dir.join("target"), bins, &[])
+    }
+
+    fn run_cargo(&self, target_dir: &Path, bins: &[&str], env: &[(&str, &str)]) -> Result<(), FirmwareError> {
         if !self.dir.join("Cargo.toml").is_file() {
             return Err(FirmwareError::NoWorkspace(self.dir.clone()));
-        }
-        if std::env::var("BOOTPROOF_FIRMWARE_PREBUILT").as_deref() == Ok("1") {
-            return Ok(());
         }
         tracing::info!("building bootproof's firmware in {} (release, {})", self.dir.display(), self.target);
         // Run inside the workspace so its .cargo/config.toml (linker scripts) and the
@@ -195,11 +221,9 @@ impl BoardFirmware {
         let mut cmd = std::process::Command::new("cargo");
         cmd.current_dir(&self.dir)
             .args(["build", "--release", "--target", self.target, "--target-dir"])
-            .arg(self.dir.join("target"));
-        match self.minimal {
-            Some(bin) => cmd.args(["--bin", bin]),
-            None => cmd.arg("--bins"),
-        };
+            .arg(target_dir)
+            .args(bins)
+            .envs(env.iter().copied());
         cmd.env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")

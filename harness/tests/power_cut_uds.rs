@@ -293,9 +293,10 @@ fn sample(life: &Life, want: usize) -> Vec<Point> {
     points
 }
 
-/// The flash a cut at `p` leaves.
-fn flash_at(life: &Life, p: Point) -> FlashArray {
-    let mut f = life.base.clone();
+/// The flash a cut at `p` leaves, over `base` (the recorded one, or one with another
+/// bootloader in sector 0).
+fn flash_at(life: &Life, base: &FlashArray, p: Point) -> FlashArray {
+    let mut f = base.clone();
     for op in &life.ops[..p.k] {
         f.apply(op).unwrap();
     }
@@ -403,7 +404,8 @@ fn power_cuts_through_an_update_and_a_revert_on_the_real_binaries_never_brick() 
                         *n - 1
                     };
                     let Some(&point) = points.get(i) else { break };
-                    let (booted, board_time, stored_after, intact) = power_on(flash_at(&life, point), &images, &keys);
+                    let (booted, board_time, stored_after, intact) =
+                        power_on(flash_at(&life, &life.base, point), &images, &keys);
                     let kind = life.ops.get(point.k).map_or("end", |op| kind(op, &H723));
                     seen.lock().unwrap().push(Seen { point, kind, booted, board_time, stored_after, intact });
                 }
@@ -461,6 +463,40 @@ fn power_cuts_through_an_update_and_a_revert_on_the_real_binaries_never_brick() 
         seen.len(),
         failures.join("\n")
     );
+
+    // The campaign must catch a real bug of the real binary: the same cut points that leave a
+    // torn trailer or journal word reading as an ECC double error, on a bootloader built with
+    // its ECC-safe read unguarded (a plain read: the double error is a bus fault). Sector 0 is
+    // never written by the life, so the mutant simply takes the real bootloader's place.
+    if std::env::var("BOOTPROOF_UDS_CUT").is_ok() {
+        return;
+    }
+    let mutant = fw().mutant_bootloader("EccReadUnguarded").expect("the mutant bootloader builds");
+    let mut base = life.base.clone();
+    base.erase_sector(0).unwrap();
+    for (addr, word) in mutant.flash_words(32, 0xFF) {
+        base.program_word(addr, &word).unwrap();
+    }
+    let torn: Vec<Point> = seen
+        .iter()
+        .filter(|s| s.point.cut == Cut::Torn(Tear::Ecc) && matches!(s.kind, "trailer" | "journal"))
+        .map(|s| s.point)
+        .collect();
+    let caught: Vec<String> = torn
+        .iter()
+        .filter_map(|p| {
+            let (booted, ..) = power_on(flash_at(&life, &base, *p), &images, &keys);
+            let brick = !booted.as_ref().is_some_and(|b| b.stage == Stage::Application);
+            brick.then(|| p.code())
+        })
+        .collect();
+    println!(
+        "  mutant EccReadUnguarded (the bootloader reads flash without its ECC guard): {} of {} torn-ECC trailer/journal points brick it: {caught:?}",
+        caught.len(),
+        torn.len()
+    );
+    assert!(!torn.is_empty(), "the campaign tears trailer and journal words");
+    assert!(!caught.is_empty(), "the campaign missed a bootloader that faults on a torn word");
 }
 
 fn short(op: &FlashOp) -> String {

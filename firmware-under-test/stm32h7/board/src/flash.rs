@@ -61,6 +61,16 @@ impl EccRead for H7Flash {
         if offset as u64 + bytes.len() as u64 > FLASH_SIZE as u64 {
             return Err(H7FlashError::OutOfBounds);
         }
+        if option_env!("BOOTPROOF_MUTANT") == Some("EccReadUnguarded") {
+            // A deliberate bug, only in a mutant build (`BOOTPROOF_MUTANT=EccReadUnguarded`):
+            // a plain read, so a double ECC error is a bus fault. The power-cut campaign on
+            // the real binaries must catch it.
+            for (i, b) in bytes.iter_mut().enumerate() {
+                // SAFETY: a read of flash memory (which may fault: that is the bug).
+                *b = unsafe { core::ptr::read_volatile((FLASH_BASE + offset + i as u32) as *const u8) };
+            }
+            return Ok(ReadCheck::Clean);
+        }
         // SAFETY: register accesses of this core and the flash controller, and reads of flash
         // memory; FAULTMASK is restored before returning.
         let sr = unsafe {
