@@ -43,12 +43,21 @@ impl NorFlashError for H7FlashError {
 /// The flash.
 pub struct H7Flash {
     inner: Flash<'static, Blocking>,
+    sector_erase: Option<fn(u32) -> bool>,
 }
 
 impl H7Flash {
     /// Take the peripheral.
     pub fn new(p: embassy_stm32::Peri<'static, embassy_stm32::peripherals::FLASH>) -> H7Flash {
-        H7Flash { inner: Flash::new_blocking(p) }
+        H7Flash { inner: Flash::new_blocking(p), sector_erase: None }
+    }
+
+    /// Erase sectors with `erase` (sector number → finished without error) instead of
+    /// embassy's driver: for a caller that must keep doing something while the bank erases,
+    /// from code outside flash.
+    pub fn with_sector_erase(mut self, erase: fn(u32) -> bool) -> H7Flash {
+        self.sector_erase = Some(erase);
+        self
     }
 }
 
@@ -114,7 +123,19 @@ impl NorFlash for H7Flash {
     const ERASE_SIZE: usize = 128 * 1024;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), H7FlashError> {
-        self.inner.blocking_erase(from, to).map_err(|_| H7FlashError::Driver)
+        let Some(erase) = self.sector_erase else {
+            return self.inner.blocking_erase(from, to).map_err(|_| H7FlashError::Driver);
+        };
+        let size = Self::ERASE_SIZE as u32;
+        if !from.is_multiple_of(size) || !to.is_multiple_of(size) || from > to || to > FLASH_SIZE {
+            return Err(H7FlashError::OutOfBounds);
+        }
+        for sector in from / size..to / size {
+            if !erase(sector) {
+                return Err(H7FlashError::Driver);
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), H7FlashError> {

@@ -20,6 +20,8 @@
 #![no_std]
 #![no_main]
 
+mod ram;
+
 use boot_core::layout::{H723, SlotId};
 use boot_core::{Decision, RecoveryReason, SlotVerdict};
 use bootproof_beacon::{Beacon, Canary, Slot, Stage, Version};
@@ -147,7 +149,9 @@ async fn update_mode(running: Option<SlotId>, requested: bool) -> ! {
     let id = unwrap!(embedded_can::StandardId::new(bootproof_beacon::CAN_ID));
     let frame = unwrap!(FdFrame::new(Header::new_fd(id.into(), 32, false, true), &beacon.encode()));
     can.write_fd(&frame).await;
-    let mut flash = bootproof_h7::flash::H7Flash::new(p.FLASH);
+    // Sector erases run from ITCM and keep receiving meanwhile (see `ram`).
+    ram::init();
+    let mut flash = bootproof_h7::flash::H7Flash::new(p.FLASH).with_sector_erase(ram::erase_sector);
     let mut server = Server::new(H723, running, requested, [VERSION.major, VERSION.minor, VERSION.revision as u8]);
     info!("serving UDS on 0x{:03x}/0x{:03x}, target slot {}", REQUEST_ID, RESPONSE_ID, server.target().name());
     serve(&mut can, &mut server, &mut flash).await
@@ -169,7 +173,10 @@ async fn serve(can: &mut can::Can<'static>, server: &mut Server, flash: &mut boo
             match select(recv(can), Timer::after(to_embassy(isotp::N_CR))).await {
                 Either::First(d) => d,
                 Either::Second(()) => {
-                    warn!("ISO-TP: no consecutive frame within N_Cr: message dropped");
+                    warn!(
+                        "ISO-TP: no consecutive frame within N_Cr: message dropped ({} frames lost to a full ring)",
+                        ram::lost()
+                    );
                     rx.reset();
                     continue;
                 }
@@ -230,8 +237,13 @@ fn to_embassy(d: core::time::Duration) -> Duration {
     Duration::from_micros(d.as_micros() as u64)
 }
 
-/// The next frame for the server (request ID, standard); others are skipped.
+/// The next frame for the server (request ID, standard); others are skipped. Frames received
+/// during a sector erase come first, from the ring.
 async fn recv(can: &mut can::Can<'static>) -> ([u8; 64], usize) {
+    ram::drain();
+    if let Some(f) = ram::pop() {
+        return f;
+    }
     loop {
         let Ok(env) = can.read_fd().await else { continue };
         let (f, _) = env.parts();
