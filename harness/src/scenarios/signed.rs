@@ -56,7 +56,8 @@ fn key(text: &str, name: &str) -> SigningKey {
 }
 
 /// Expect the app `major` from `slot` to announce itself, with the beacon `flags`.
-async fn expect_app(c: &mut Ctx<'_>, major: u8, slot: SlotId, flags: u8) -> Result<(), ScenarioError> {
+/// The next beacon is the application `major` from `slot` with exactly `flags`.
+pub(super) async fn expect_app(c: &mut Ctx<'_>, major: u8, slot: SlotId, flags: u8) -> Result<(), ScenarioError> {
     let b = c.expect_beacon().await?;
     let want_slot = match slot {
         SlotId::A => Slot::A,

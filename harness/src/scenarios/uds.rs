@@ -14,27 +14,14 @@
 
 use boot_core::layout::{H723, SlotId};
 use bootproof_fixtures::Level;
-use bootproof_rig::beacon::{Slot, Stage, flags};
+use bootproof_rig::beacon::flags;
 use fut_image::ImageVersion;
 use fut_image::keys::SigningKey;
 
+use super::signed::expect_app;
 use super::{Ctx, Outcome, ScenarioError, check};
 use crate::firmware::Binary;
 use crate::update::{self, UpdateError};
-
-async fn expect_app(c: &mut Ctx<'_>, major: u8, slot: Slot, flags: u8) -> Result<(), ScenarioError> {
-    let b = c.expect_beacon().await?;
-    check(b.stage == Stage::Application && b.version.major == major && b.slot == slot && b.flags == flags, || {
-        format!(
-            "expected app v{major} from slot {} with flags {flags:#04x}, got {} v{} from slot {} with flags {:#04x}",
-            slot.name(),
-            b.stage.name(),
-            b.version,
-            b.slot.name(),
-            b.flags
-        )
-    })
-}
 
 /// Run one update over UDS; the outcome for the timeline.
 async fn run_update(c: &mut Ctx<'_>, what: &str, image: Vec<u8>) -> Result<Result<(), String>, ScenarioError> {
@@ -79,21 +66,21 @@ pub(super) async fn uds_update(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError
     c.drain().await?;
     c.rig.probe()?.flash(&set, &mut |_| {}).await?;
     c.event("probe flashed the bootloader and v1 in slot A, confirmed");
-    expect_app(c, 1, Slot::A, 0).await?;
+    expect_app(c, 1, SlotId::A, 0).await?;
 
     // 2. v2 into slot B: a trial that confirms itself.
     let r = run_update(c, "v2 (slot B)", signed(Binary::Slot(SlotId::B), 2, 2, &ka)?).await?;
     check(r.is_ok(), || format!("v2 was refused: {r:?}"))?;
-    expect_app(c, 2, Slot::B, flags::TRIAL | flags::CONFIRMED).await?;
+    expect_app(c, 2, SlotId::B, flags::TRIAL | flags::CONFIRMED).await?;
     c.nrst().await?;
-    expect_app(c, 2, Slot::B, 0).await?;
+    expect_app(c, 2, SlotId::B, 0).await?;
 
     // 3. Update again: v3 into slot A, never confirming: one trial, then the revert.
     let r = run_update(c, "v3 (slot A, never confirms)", signed(Binary::SlotNoConfirm(SlotId::A), 3, 2, &ka)?).await?;
     check(r.is_ok(), || format!("v3 was refused: {r:?}"))?;
-    expect_app(c, 3, Slot::A, flags::TRIAL).await?;
+    expect_app(c, 3, SlotId::A, flags::TRIAL).await?;
     c.nrst().await?;
-    expect_app(c, 2, Slot::B, 0).await?;
+    expect_app(c, 2, SlotId::B, 0).await?;
 
     // 4. A downgrade, and 5. a foreign key: verified by the bootloader, refused by name.
     for (what, image, reason) in [
@@ -109,7 +96,7 @@ pub(super) async fn uds_update(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError
             format!("{what}: expected the bootloader to refuse it ({reason}), got {r:?}")
         })?;
         c.nrst().await?;
-        expect_app(c, 2, Slot::B, 0).await?;
+        expect_app(c, 2, SlotId::B, 0).await?;
     }
     Ok(Outcome::Pass)
 }
