@@ -4,8 +4,8 @@
 //! * **payload bound**: the image's bytes in 64-byte consecutive frames (63 payload bytes
 //!   each), back to back, nothing else: what the transfer phase could reach at best;
 //! * **protocol floor**: every frame this protocol puts on the bus for the transfer, as it
-//!   sends them: per TransferData block its first frame, consecutive frames, the server's flow
-//!   control and the 2-byte response;
+//!   sends them: the TransferData (the whole image: its first frame and consecutive frames),
+//!   the server's flow control and the 2-byte response;
 //! * both with their exact bit counts (ISO 11898-1:2015: dynamic stuff bits over these very
 //!   bytes, fixed stuff bits in the CRC field), counted by `floor.rs`, which shares no code
 //!   with the twin's bus model, at the configured 250 kbit/s nominal and 1 Mbit/s data rates;
@@ -48,13 +48,15 @@ async fn wait_beacon(rig: &mut Rig) {
     }
 }
 
-/// The frames of the transfer phase: each TransferData block as ISO-TP sends it, the
-/// server's flow control after its first frame, and the response.
+/// The frames of the transfer phase: each TransferData block as ISO-TP sends it (the
+/// bootloader takes the whole image as one), the server's flow control after its first frame,
+/// and the response.
 fn transfer_frames(image: &[u8]) -> Vec<(u16, Vec<u8>)> {
     use bootproof_uds::isotp::{FlowStatus, Frame, Next, Sender};
     let fc = Frame::flow(FlowStatus::ContinueToSend, 0, 0);
     let mut frames = Vec::new();
-    for (i, block) in image.chunks(4096).enumerate() {
+    let block = H723.image_capacity(SlotId::B) as usize;
+    for (i, block) in image.chunks(block).enumerate() {
         let k = (i + 1) as u8;
         let mut req = vec![0x36, k];
         req.extend_from_slice(block);
@@ -125,7 +127,7 @@ fn report(what: &str, image: &[u8], r: &Run) {
     let bound = protocol.max(flash_floor);
     let measured = r.report.transfer.as_secs_f64();
     let total = r.report.total.as_secs_f64();
-    println!("{what}: {bytes} bytes in 4096-byte TransferData blocks");
+    println!("{what}: {bytes} bytes in one TransferData");
     println!("  transfer phase (twin, board time): {measured:.3} s ({:.1} KiB/s)", bytes as f64 / measured / 1024.0);
     println!(
         "    payload bound (image bytes only, stuffed): {payload_bound:.3} s -> {:.1} % of it",

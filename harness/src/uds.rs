@@ -31,6 +31,10 @@ use bootproof_uds::{REQUEST_ID, RESPONSE_ID};
 /// The client's P2 before frame time: generous against the server's P2 of 50 ms.
 pub const CLIENT_P2: Duration = Duration::from_millis(150);
 
+/// The longest request the client sends (a TransferData of a whole image is one request when
+/// the server says so: bootproof's bootloader takes a whole slot).
+pub const MAX_REQUEST: usize = 16 * 1024 * 1024;
+
 /// A UDS failure.
 #[derive(Debug, thiserror::Error)]
 pub enum UdsError {
@@ -194,15 +198,22 @@ impl<'a> UdsClient<'a> {
 
     /// Send `req` and return the positive response (its first byte is the SID + 0x40).
     pub async fn request(&mut self, req: &[u8]) -> Result<Vec<u8>, UdsError> {
+        self.request_echoing(req, 0).await
+    }
+
+    /// [`UdsClient::request`] for a service whose positive response repeats the request's
+    /// `echo` bytes after the SID (a DID, a routine, a block counter): a positive response
+    /// that repeats other bytes is a late answer to an earlier request, and is skipped.
+    async fn request_echoing(&mut self, req: &[u8], echo: usize) -> Result<Vec<u8>, UdsError> {
         let service = *req.first().ok_or_else(|| UdsError::InvalidRequest("an empty request has no service".into()))?;
-        if req.len() > MAX_MESSAGE {
+        if req.len() > MAX_REQUEST {
             return Err(UdsError::InvalidRequest(format!(
-                "{} bytes exceed the {MAX_MESSAGE} bytes bootproof's ISO-TP carries",
+                "{} bytes exceed the {MAX_REQUEST} bytes the client sends in one request",
                 req.len()
             )));
         }
         self.send(service, req).await?;
-        let resp = self.receive(service).await?;
+        let resp = self.receive(service, req.get(1..1 + echo).unwrap_or_default()).await?;
         if resp.first() == Some(&sid::NEGATIVE_RESPONSE) {
             if resp.len() >= 3 && resp[1] == service {
                 return Err(UdsError::Negative { service, nrc: resp[2], name: nrc::name(resp[2]) });
@@ -245,7 +256,7 @@ impl<'a> UdsClient<'a> {
     /// ReadDataByIdentifier (`22 DDDD`): the data record.
     pub async fn read_did(&mut self, did: u16) -> Result<Vec<u8>, UdsError> {
         let d = did.to_be_bytes();
-        let r = self.request(&[sid::READ_DATA_BY_IDENTIFIER, d[0], d[1]]).await?;
+        let r = self.request_echoing(&[sid::READ_DATA_BY_IDENTIFIER, d[0], d[1]], 2).await?;
         echo(sid::READ_DATA_BY_IDENTIFIER, &r, &d)?;
         Ok(r[3..].to_vec())
     }
@@ -255,14 +266,15 @@ impl<'a> UdsClient<'a> {
         let r = rid.to_be_bytes();
         let mut req = vec![sid::ROUTINE_CONTROL, 0x01, r[0], r[1]];
         req.extend_from_slice(option);
-        let resp = self.request(&req).await?;
+        let resp = self.request_echoing(&req, 3).await?;
         echo(sid::ROUTINE_CONTROL, &resp, &[0x01, r[0], r[1]])?;
         Ok(resp[4..].to_vec())
     }
 
     /// RequestDownload (`34 00 44 AAAAAAAA SSSSSSSS`): the server's maxNumberOfBlockLength
-    /// (the longest TransferData request, SID and counter included; saturated at 0xFFFF).
-    pub async fn request_download(&mut self, addr: u32, size: u32) -> Result<u16, UdsError> {
+    /// (the longest TransferData request, SID and counter included; saturated at
+    /// [`MAX_REQUEST`]).
+    pub async fn request_download(&mut self, addr: u32, size: u32) -> Result<u32, UdsError> {
         let mut req = vec![sid::REQUEST_DOWNLOAD, 0x00, ADDRESS_AND_LENGTH_44];
         req.extend_from_slice(&addr.to_be_bytes());
         req.extend_from_slice(&size.to_be_bytes());
@@ -277,7 +289,7 @@ impl<'a> UdsClient<'a> {
             return Err(bad(&r));
         }
         let max = r[2..].iter().fold(0u64, |acc, b| (acc << 8) | *b as u64);
-        Ok(max.min(u16::MAX as u64) as u16)
+        Ok(max.min(MAX_REQUEST as u64) as u32)
     }
 
     /// TransferData (`36 NN data…`) with block sequence counter `counter`.
@@ -285,7 +297,7 @@ impl<'a> UdsClient<'a> {
         let mut req = Vec::with_capacity(2 + data.len());
         req.extend_from_slice(&[sid::TRANSFER_DATA, counter]);
         req.extend_from_slice(data);
-        let r = self.request(&req).await?;
+        let r = self.request_echoing(&req, 1).await?;
         echo(sid::TRANSFER_DATA, &r, &[counter])
     }
 
@@ -341,8 +353,9 @@ impl<'a> UdsClient<'a> {
         }
     }
 
-    /// Receive the response to `service`, waiting out response-pending.
-    async fn receive(&mut self, service: u8) -> Result<Vec<u8>, UdsError> {
+    /// Receive the response to `service` (a positive one repeating `echo`), waiting out
+    /// response-pending.
+    async fn receive(&mut self, service: u8, echo: &[u8]) -> Result<Vec<u8>, UdsError> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let mut rx = Receiver::new(&mut buf, 0, 0);
         let mut deadline = Instant::now() + self.p2;
@@ -360,8 +373,12 @@ impl<'a> UdsClient<'a> {
                     }
                     let ours = msg.first() == Some(&(service + 0x40))
                         || (msg.first() == Some(&sid::NEGATIVE_RESPONSE) && msg.get(1) == Some(&service));
-                    if !ours {
-                        // Another tester on the bus asked something: its answer is not ours.
+                    let late = msg.first() == Some(&(service + 0x40))
+                        && msg.len() >= 1 + echo.len()
+                        && msg.get(1..1 + echo.len()) != Some(echo);
+                    if !ours || late {
+                        // Another tester on the bus asked something, or this is the late
+                        // answer to an earlier request of ours: not the answer to this one.
                         tracing::debug!(
                             "UDS: ignoring a response to another request: {:02X?}",
                             &msg[..msg.len().min(8)]
@@ -720,7 +737,9 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn wrong_echo_or_sid_is_an_error() {
+    async fn answers_to_other_requests_are_skipped_and_the_request_times_out() {
+        // Another tester's answer (another SID), or a late answer of ours (the right SID,
+        // another DID or routine): not the answer to this request.
         let (mut bus, _log) = server(PLAIN, |req| match req[0] {
             0x22 => vec![Step::Respond(vec![0x62, 0xF1, 0x86, 0x02])],
             0x31 => vec![Step::Respond(vec![0x71, 0x01, 0xFF, 0x01])],
@@ -728,10 +747,19 @@ mod tests {
         });
         let mut uds = UdsClient::new(&mut bus);
         let e = uds.read_did(0xF180).await.unwrap_err();
+        assert!(matches!(e, UdsError::Timeout { service: 0x22, .. }), "{e}");
+        assert!(matches!(uds.routine_start(RID_ERASE, &[]).await, Err(UdsError::Timeout { service: 0x31, .. })));
+        assert!(matches!(uds.tester_present().await, Err(UdsError::Timeout { service: 0x3E, .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_positive_answer_without_its_echo_is_an_error() {
+        // The right SID and nothing after it: not a late answer to something else, a bad one.
+        let (mut bus, _log) = server(PLAIN, |_| vec![Step::Respond(vec![0x62])]);
+        let mut uds = UdsClient::new(&mut bus);
+        let e = uds.read_did(0xF180).await.unwrap_err();
         assert!(matches!(e, UdsError::UnexpectedResponse { service: 0x22, .. }), "{e}");
         assert!(e.to_string().contains("62 F1 80"), "{e}");
-        assert!(matches!(uds.routine_start(RID_ERASE, &[]).await, Err(UdsError::UnexpectedResponse { .. })));
-        assert!(matches!(uds.tester_present().await, Err(UdsError::UnexpectedResponse { service: 0x3E, .. })));
     }
 
     #[tokio::test(start_paused = true)]

@@ -164,7 +164,8 @@ pub struct Report {
     pub resumed_at: u32,
     /// Bytes sent in this run.
     pub sent: u32,
-    /// TransferData blocks sent again (no answer in time: a frame or the answer was lost).
+    /// Times a TransferData got no answer in time (a frame or the answer was lost) and the
+    /// update went on from where the bootloader's download stood.
     pub resent: u32,
     /// Wall (or virtual) time of the transfer phase (RequestDownload to RequestTransferExit).
     pub transfer: Duration,
@@ -239,10 +240,11 @@ pub async fn update(
     progress_out: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report, UpdateError> {
     let mut started = None;
+    let mut resent = 0;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match update_once(can, layout, plan, progress_out, &mut started).await {
+        match update_once(can, layout, plan, progress_out, &mut started, &mut resent).await {
             Err(UpdateError::Uds(e @ (UdsError::Can(_) | UdsError::Timeout { .. })))
                 if started.is_some() && attempt < BUS_ATTEMPTS =>
             {
@@ -254,6 +256,7 @@ pub async fn update(
                 if let Some(t) = started {
                     report.total = Instant::now() - t;
                 }
+                report.resent = resent;
                 return Ok(report);
             }
             Err(e) => return Err(e),
@@ -267,6 +270,7 @@ async fn update_once(
     plan: &Plan,
     progress_out: &mut (dyn FnMut(Progress) + Send),
     started: &mut Option<Instant>,
+    resent: &mut u32,
 ) -> Result<Report, UpdateError> {
     let mut client = UdsClient::new(can);
     progress_out(Progress::Entering);
@@ -279,7 +283,7 @@ async fn update_once(
     }
     let total = plan.image.len() as u32;
     let base = layout.slot_address(target);
-    let resume = received > 0 && size == total && received < total;
+    let resume = received > 0 && size == total && received <= total;
     let at = if resume {
         progress_out(Progress::Resuming(received));
         // A transfer left open by the interrupted host is closed first.
@@ -298,19 +302,40 @@ async fn update_once(
     let chunk = (max as usize).saturating_sub(2).max(1);
     let mut counter: u8 = 1;
     let mut sent = at;
-    let mut resent = 0;
-    for block in plan.image[at as usize..].chunks(chunk) {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match client.transfer_data(counter, block).await {
-                Ok(()) => break,
-                Err(UdsError::Timeout { .. }) if attempt < BLOCK_ATTEMPTS => resent += 1,
-                Err(e) => return Err(e.into()),
+    let mut failures = 0;
+    let mut stood = sent;
+    while sent < total {
+        let end = (sent as usize + chunk).min(total as usize);
+        match client.transfer_data(counter, &plan.image[sent as usize..end]).await {
+            Ok(()) => {}
+            Err(UdsError::Timeout { .. }) if failures + 1 < BLOCK_ATTEMPTS => {
+                // A frame of the block, or its answer, was lost. Ask where the download stands
+                // and go on from there: a block stored whole (its answer lost) is not sent again,
+                // nor the part of one the bootloader stored while its frames arrived.
+                failures += 1;
+                *resent += 1;
+                let (_, received, _) = progress(&mut client).await?;
+                if received > stood {
+                    // It got further this time (a second tester cutting in, say): go on.
+                    failures = 0;
+                    stood = received;
+                }
+                if received < end as u32 {
+                    match client.transfer_exit().await {
+                        Ok(()) | Err(UdsError::Negative { nrc: nrc::REQUEST_SEQUENCE_ERROR, .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    client.request_download(base + received, total).await?;
+                    counter = 1;
+                    sent = received;
+                    continue;
+                }
             }
+            Err(e) => return Err(e.into()),
         }
+        failures = 0;
         counter = counter.wrapping_add(1);
-        sent += block.len() as u32;
+        sent = end as u32;
         progress_out(Progress::Transfer(sent, total));
     }
     client.transfer_exit().await?;
@@ -326,5 +351,5 @@ async fn update_once(
     }
     progress_out(Progress::Resetting);
     client.ecu_reset().await?;
-    Ok(Report { slot: target, resumed_at: at, sent: sent - at, resent, transfer, total: start.elapsed() })
+    Ok(Report { slot: target, resumed_at: at, sent: sent - at, resent: *resent, transfer, total: start.elapsed() })
 }

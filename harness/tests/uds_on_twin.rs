@@ -124,32 +124,26 @@ async fn a_host_killed_mid_transfer_resumes_where_it_stopped() {
     let (_twin, mut rig) = factory().await;
     beacon(&mut rig).await;
     let v2 = update::plan("v2", signed(Binary::Slot(SlotId::B), 2, 2), &H723, &[]).unwrap();
-    let mut sent = 0;
-    let first = async {
-        update::update(rig.can().unwrap(), &H723, &v2, &mut |p| {
-            if let Progress::Transfer(done, _) = p {
-                sent = done;
-            }
-        })
-        .await
-    };
-    // Long enough to enter update mode, erase slot B (3.3 s) and send part of the image.
-    let cut = bootproof_rig::time::timeout(Duration::from_millis(4200), first).await;
+    let mut quiet = |_| {};
+    let first = update::update(rig.can().unwrap(), &H723, &v2, &mut quiet);
+    // Long enough to enter update mode and send about half of the image (the whole image is
+    // one TransferData, about 1.1 s on the bus), not enough to finish it.
+    let cut = bootproof_rig::time::timeout(Duration::from_millis(700), first).await;
     assert!(cut.is_err(), "the first run was interrupted");
-    assert!(sent > 0 && sent < v2.image.len() as u32, "interrupted in the transfer: {sent} bytes");
     let mut phases = Vec::new();
     let report = update::update(rig.can().unwrap(), &H723, &v2, &mut |p| phases.push(p)).await.unwrap();
     assert!(phases.iter().any(|p| matches!(p, Progress::Resuming(_))), "{phases:?}");
     assert!(!phases.iter().any(|p| matches!(p, Progress::Erasing(_))), "no second erase: {phases:?}");
-    assert!(report.resumed_at >= sent && report.resumed_at < v2.image.len() as u32, "{report:?} after {sent}");
+    assert!(report.resumed_at > 0 && report.resumed_at < v2.image.len() as u32, "{report:?}");
     let b = beacon(&mut rig).await;
     assert_eq!((b.slot, b.version.major, b.flags), (Slot::B, 2, flags::TRIAL | flags::CONFIRMED));
 }
 
-/// Frames lost on the way (a receiver's FIFO overflowing): a consecutive frame of a
-/// TransferData request, and later a positive TransferData response. The server drops the
-/// broken request (wrong sequence number); the tester times out and sends the block again;
-/// for the lost response, the server answers the repeated block without writing it twice.
+/// Frames lost on the way (a receiver's FIFO overflowing): a consecutive frame of the
+/// TransferData (the whole image is one), and later the positive answer to a TransferData.
+/// The server drops the broken request (wrong sequence number) and keeps what it stored; the
+/// tester times out, asks where the download stands and goes on from there; for the lost
+/// answer, it finds the block stored whole and does not send it again.
 #[tokio::test(start_paused = true)]
 async fn lost_frames_cost_a_retry_not_the_update() {
     let (twin, mut rig) = factory().await;
@@ -167,7 +161,7 @@ async fn lost_frames_cost_a_retry_not_the_update() {
         }
         if raw == bootproof_uds::RESPONSE_ID && d.len() > 2 && d[1] == 0x76 {
             seen.1 += 1;
-            return seen.1 == 5; // the response to the fifth block
+            return seen.1 == 1; // the answer to the first TransferData that completes
         }
         false
     });

@@ -333,6 +333,11 @@ impl<'a> Sender<'a> {
 }
 
 /// Reassembles messages into a caller's buffer.
+///
+/// A receiver made with [`Receiver::streaming`] also takes messages longer than its buffer:
+/// it keeps their first bytes (as many as fit) and hands each frame's payload to the caller
+/// as it arrives ([`Receiver::chunk`]), for a consumer that stores them itself (a bootloader
+/// writing a long TransferData to flash).
 #[derive(Debug)]
 pub struct Receiver<'b> {
     buf: &'b mut [u8],
@@ -340,6 +345,11 @@ pub struct Receiver<'b> {
     progress: Option<(usize, usize, u8, u8)>,
     block_size: u8,
     st_min: u8,
+    streaming: bool,
+    /// The last first or consecutive frame's payload: (message offset, bytes, length).
+    chunk: (usize, [u8; TX_DL], usize),
+    /// The length of the last message completed.
+    last: usize,
 }
 
 /// What a received frame means.
@@ -376,12 +386,42 @@ impl<'b> Receiver<'b> {
     /// A receiver with `buf` for reassembly, asking senders for `block_size` frames per block
     /// (0: all) at `st_min` (encoded) apart.
     pub fn new(buf: &'b mut [u8], block_size: u8, st_min: u8) -> Receiver<'b> {
-        Receiver { buf, progress: None, block_size, st_min }
+        Receiver { buf, progress: None, block_size, st_min, streaming: false, chunk: (0, [0; TX_DL], 0), last: 0 }
     }
 
-    /// The reassembled message (valid after [`Received::Message`]).
+    /// [`Receiver::new`], also taking messages longer than `buf` (see the type's docs).
+    pub fn streaming(buf: &'b mut [u8], block_size: u8, st_min: u8) -> Receiver<'b> {
+        Receiver { streaming: true, ..Receiver::new(buf, block_size, st_min) }
+    }
+
+    /// The reassembled message (valid after [`Received::Message`]); of a message longer than
+    /// the buffer, its first bytes only.
     pub fn message(&self, len: usize) -> &[u8] {
-        &self.buf[..len]
+        &self.buf[..len.min(self.buf.len())]
+    }
+
+    /// The payload of the last first or consecutive frame taken, with its offset in the
+    /// message (valid after [`Received::Flow`], [`Received::Partial`] or a segmented
+    /// [`Received::Message`]).
+    pub fn chunk(&self) -> (usize, &[u8]) {
+        (self.chunk.0, &self.chunk.1[..self.chunk.2])
+    }
+
+    /// The first bytes of the message under way, or of the last one completed (as many as the
+    /// buffer holds).
+    pub fn head(&self) -> &[u8] {
+        let got = self.progress.map(|p| p.1).unwrap_or(self.last);
+        &self.buf[..got.min(self.buf.len())]
+    }
+
+    fn keep(&mut self, at: usize, data: &[u8]) {
+        self.chunk.0 = at;
+        self.chunk.1[..data.len()].copy_from_slice(data);
+        self.chunk.2 = data.len();
+        if at < self.buf.len() {
+            let n = data.len().min(self.buf.len() - at);
+            self.buf[at..at + n].copy_from_slice(&data[..n]);
+        }
     }
 
     /// Whether a segmented message is under way (the caller times it out after [`N_CR`]).
@@ -399,10 +439,9 @@ impl<'b> Receiver<'b> {
         self.progress.map(|p| p.1).unwrap_or(0)
     }
 
-    /// The message under way so far, and the length its first frame announced (for a server
-    /// that stores a long request while its frames still arrive).
-    pub fn partial(&self) -> Option<(&[u8], usize)> {
-        self.progress.map(|(total, got, _, _)| (&self.buf[..got.min(total)], total))
+    /// The length the first frame of the message under way announced.
+    pub fn announced(&self) -> Option<usize> {
+        self.progress.map(|p| p.0)
     }
 
     /// Take one frame.
@@ -425,11 +464,11 @@ impl<'b> Receiver<'b> {
             }
             Pdu::First { len, data } => {
                 self.progress = None;
-                if len as usize > self.buf.len() {
+                if len as usize > self.buf.len() && !self.streaming {
                     return Received::Aborted(RxError::Overflow(len));
                 }
                 let n = data.len().min(len as usize);
-                self.buf[..n].copy_from_slice(&data[..n]);
+                self.keep(0, &data[..n]);
                 self.progress = Some((len as usize, n, 1, self.block_size));
                 Received::Flow(Frame::flow(FlowStatus::ContinueToSend, self.block_size, self.st_min))
             }
@@ -440,10 +479,11 @@ impl<'b> Receiver<'b> {
                     return Received::Aborted(RxError::WrongSequence { expected: want, got: sn });
                 }
                 let n = data.len().min(len - got);
-                self.buf[got..got + n].copy_from_slice(&data[..n]);
+                self.keep(got, &data[..n]);
                 let got = got + n;
                 if got == len {
                     self.progress = None;
+                    self.last = len;
                     return Received::Message(len);
                 }
                 let left = left.saturating_sub(1);

@@ -88,6 +88,8 @@ pub struct Server {
     last_counter: Option<u8>,
     /// A programming failure while a block streamed in: the block's answer.
     stream_fault: Option<u8>,
+    /// Erase the target slot as the download reaches it, not in the erase routine.
+    erase_as_needed: bool,
 }
 
 /// Positive response SID.
@@ -114,7 +116,23 @@ impl Server {
             version,
             last_counter: None,
             stream_fault: None,
+            erase_as_needed: false,
         }
+    }
+
+    /// Erase the target slot as the download reaches each sector (during TransferData) instead
+    /// of in the erase routine, and take the whole image as one TransferData block: for a
+    /// caller that keeps receiving while the flash erases (the bootloader's erase runs from
+    /// RAM and buffers the frames), so the erases overlap the transfer.
+    pub fn erase_as_needed(mut self) -> Server {
+        self.erase_as_needed = true;
+        self
+    }
+
+    /// The longest TransferData request taken (maxNumberOfBlockLength): 4098 bytes, or the
+    /// whole image and its two header bytes when erasing as needed.
+    pub fn block_length(&self) -> u32 {
+        if self.erase_as_needed { self.layout.image_capacity(self.target()) + 2 } else { MAX_BLOCK_LENGTH as u32 }
     }
 
     /// The slot an update goes to.
@@ -270,50 +288,18 @@ impl Server {
                 *transferring = Some(1);
                 *block_start = dl.received();
                 self.last_counter = None;
-                let m = MAX_BLOCK_LENGTH.to_be_bytes();
-                out[..4].copy_from_slice(&[pos(service), 0x20, m[0], m[1]]);
-                Reply::Now(4)
+                let m = self.block_length();
+                if m <= 0xFFFF {
+                    let m = (m as u16).to_be_bytes();
+                    out[..4].copy_from_slice(&[pos(service), 0x20, m[0], m[1]]);
+                    Reply::Now(4)
+                } else {
+                    let m = m.to_be_bytes();
+                    out[..6].copy_from_slice(&[pos(service), 0x40, m[0], m[1], m[2], m[3]]);
+                    Reply::Now(6)
+                }
             }
-            sid::TRANSFER_DATA => {
-                if req.len() < 3 || req.len() > MAX_BLOCK_LENGTH as usize {
-                    return neg(out, service, nrc::INCORRECT_LENGTH);
-                }
-                if let Some(code) = self.stream_fault.take() {
-                    return neg(out, service, code);
-                }
-                let k = req[1];
-                let last = self.last_counter;
-                let State::Erased { dl, transferring: Some(next), size, block_start } = &mut self.state else {
-                    return neg(out, service, nrc::REQUEST_SEQUENCE_ERROR);
-                };
-                if k != *next {
-                    // The repeat of the last block (its response was lost): already written.
-                    if Some(k) == last {
-                        out[..2].copy_from_slice(&[pos(service), k]);
-                        return Reply::Now(2);
-                    }
-                    return neg(out, service, nrc::WRONG_BLOCK_SEQUENCE_COUNTER);
-                }
-                let data = &req[2..];
-                if *block_start as u64 + data.len() as u64 > *size as u64 {
-                    return neg(out, service, nrc::TRANSFER_DATA_SUSPENDED);
-                }
-                // Bytes of this block already stored while its frames arrived ([`Server::stream`]),
-                // in this reception or an earlier one that failed part-way.
-                let stored = (dl.received() - *block_start) as usize;
-                if stored > data.len() {
-                    return neg(out, service, nrc::TRANSFER_DATA_SUSPENDED);
-                }
-                if let Err(code) = Self::store(dl, flash, &data[stored..]) {
-                    self.state = State::Idle;
-                    return neg(out, service, code);
-                }
-                *next = next.wrapping_add(1);
-                *block_start = dl.received();
-                self.last_counter = Some(k);
-                out[..2].copy_from_slice(&[pos(service), k]);
-                Reply::Now(2)
-            }
+            sid::TRANSFER_DATA => self.transfer(flash, req, req.len(), out),
             sid::REQUEST_TRANSFER_EXIT => {
                 let State::Erased { transferring, .. } = &mut self.state else {
                     return neg(out, service, nrc::REQUEST_SEQUENCE_ERROR);
@@ -329,6 +315,75 @@ impl Server {
         }
     }
 
+    /// A TransferData request of `total` bytes whose data the caller passed to
+    /// [`Server::stream`] as it arrived (it was longer than the caller's buffer): `head` is
+    /// its first bytes (at least the service and the counter). Answers as [`Server::handle`]
+    /// would; data that was not streamed makes it fail (0x71) without writing anything more.
+    pub fn handle_streamed<F: NorFlash + EccRead>(
+        &mut self,
+        flash: &mut F,
+        head: &[u8],
+        total: usize,
+        out: &mut [u8],
+    ) -> Reply {
+        if head.first() != Some(&sid::TRANSFER_DATA) {
+            return neg(out, head.first().copied().unwrap_or(0), nrc::REQUEST_OUT_OF_RANGE);
+        }
+        if self.session != session::PROGRAMMING {
+            return neg(out, sid::TRANSFER_DATA, nrc::SERVICE_NOT_SUPPORTED_IN_SESSION);
+        }
+        self.transfer(flash, head, total, out)
+    }
+
+    /// TransferData: `req` is the request or its first bytes, `total` its length.
+    fn transfer<F: NorFlash + EccRead>(&mut self, flash: &mut F, req: &[u8], total: usize, out: &mut [u8]) -> Reply {
+        let service = sid::TRANSFER_DATA;
+        if total < 3 || req.len() < 2 || total > self.block_length() as usize {
+            return neg(out, service, nrc::INCORRECT_LENGTH);
+        }
+        if let Some(code) = self.stream_fault.take() {
+            return neg(out, service, code);
+        }
+        let k = req[1];
+        let last = self.last_counter;
+        let State::Erased { dl, transferring: Some(next), size, block_start } = &mut self.state else {
+            return neg(out, service, nrc::REQUEST_SEQUENCE_ERROR);
+        };
+        if k != *next {
+            // The repeat of the last block (its response was lost): already written.
+            if Some(k) == last {
+                out[..2].copy_from_slice(&[pos(service), k]);
+                return Reply::Now(2);
+            }
+            return neg(out, service, nrc::WRONG_BLOCK_SEQUENCE_COUNTER);
+        }
+        let len = total - 2;
+        if *block_start as u64 + len as u64 > *size as u64 {
+            return neg(out, service, nrc::TRANSFER_DATA_SUSPENDED);
+        }
+        // Bytes of this block already stored while its frames arrived ([`Server::stream`]),
+        // in this reception or an earlier one that failed part-way.
+        let stored = (dl.received() - *block_start) as usize;
+        if stored > len {
+            return neg(out, service, nrc::TRANSFER_DATA_SUSPENDED);
+        }
+        if stored < len {
+            // The rest must be here: a request longer than the caller's buffer was streamed.
+            let Some(rest) = req.get(2 + stored..total) else {
+                return neg(out, service, nrc::TRANSFER_DATA_SUSPENDED);
+            };
+            if let Err(code) = Self::store(dl, flash, rest) {
+                self.state = State::Idle;
+                return neg(out, service, code);
+            }
+        }
+        *next = next.wrapping_add(1);
+        *block_start = dl.received();
+        self.last_counter = Some(k);
+        out[..2].copy_from_slice(&[pos(service), k]);
+        Reply::Now(2)
+    }
+
     /// Append to the download; the negative response code of a failure.
     fn store<F: NorFlash + EccRead>(dl: &mut Download, flash: &mut F, data: &[u8]) -> Result<(), u8> {
         match dl.write(flash, data) {
@@ -340,28 +395,37 @@ impl Server {
         }
     }
 
-    /// Store the part of a TransferData request received so far, while the rest of its frames
-    /// are still on the bus: `partial` is the request's first bytes, `total` its announced
-    /// length (ISO-TP's first frame). Flash programming then overlaps the transfer instead of
-    /// following it. Only the expected block of a download under way in the programming
-    /// session is stored, and only what the complete request would store; anything else waits
-    /// for [`Server::handle`], which stores the rest, checks the counter and answers. A
-    /// programming failure here is that block's answer.
-    pub fn stream<F: NorFlash + EccRead>(&mut self, flash: &mut F, partial: &[u8], total: usize) {
+    /// Store part of a TransferData request while the rest of its frames are still on the
+    /// bus: `head` is the request's first bytes (at least the service and the counter),
+    /// `total` its announced length (ISO-TP's first frame), `chunk` the bytes at offset `at`
+    /// of it. Flash programming then overlaps the transfer instead of following it. Only the
+    /// expected block of a download under way in the programming session is stored, in order
+    /// and only what the complete request would store (bytes already stored are skipped);
+    /// anything else waits for [`Server::handle`], which stores the rest, checks the counter
+    /// and answers. A programming failure here is that block's answer.
+    pub fn stream<F: NorFlash + EccRead>(&mut self, flash: &mut F, head: &[u8], total: usize, at: usize, chunk: &[u8]) {
         if self.session != session::PROGRAMMING
             || self.stream_fault.is_some()
-            || partial.len() < 2
-            || partial[0] != sid::TRANSFER_DATA
-            || total > MAX_BLOCK_LENGTH as usize
+            || head.len() < 2
+            || head[0] != sid::TRANSFER_DATA
+            || total > self.block_length() as usize
         {
             return;
         }
         let State::Erased { dl, transferring: Some(next), size, block_start } = &mut self.state else { return };
-        if partial[1] != *next || *block_start as u64 + (total - 2) as u64 > *size as u64 {
+        if head[1] != *next || *block_start as u64 + (total - 2) as u64 > *size as u64 {
             return;
         }
+        // The chunk's data bytes: message offsets 2.. are data offsets 0..
+        let (data_at, bytes) = if at < 2 { (0, chunk.get(2 - at..).unwrap_or(&[])) } else { (at - 2, chunk) };
         let stored = (dl.received() - *block_start) as usize;
-        let Some(new) = partial.get(2 + stored..) else { return };
+        if data_at > stored {
+            return; // a gap: the block will be refused and sent again
+        }
+        let Some(new) = bytes.get(stored - data_at..) else { return };
+        if new.is_empty() {
+            return;
+        }
         if let Err(code) = Self::store(dl, flash, new) {
             self.state = State::Idle;
             self.stream_fault = Some(code);
@@ -392,6 +456,20 @@ impl Server {
                     State::Erasing { dl } => Ok(dl),
                     _ => Download::begin(flash, &l, self.target(), self.running),
                 };
+                if self.erase_as_needed {
+                    // The download erases what it reaches; nothing is erased here.
+                    return match dl {
+                        Ok(dl) => {
+                            self.state = State::Erased { dl, transferring: None, size: 0, block_start: 0 };
+                            out[..4].copy_from_slice(&[pos(service), 0x01, rid[0], rid[1]]);
+                            Reply::Now(4)
+                        }
+                        Err(UpdateError::RunningUnconfirmed(_)) | Err(UpdateError::TargetIsRunning(_)) => {
+                            neg(out, service, nrc::CONDITIONS_NOT_CORRECT)
+                        }
+                        Err(_) => neg(out, service, nrc::GENERAL_PROGRAMMING_FAILURE),
+                    };
+                }
                 // One sector per call, a response-pending before each: the firmware cannot
                 // receive while the bank erases (its code runs from it), so the whole slot is
                 // erased before the transfer, and the tester hears from it every 1.1 s.

@@ -134,24 +134,38 @@ impl Tester {
         r[4..].to_vec()
     }
 
-    /// The firmware's path for one TransferData block: the server stores each prefix of the
-    /// request as its 64-byte frames arrive (`frames` of them; all when `None`), then, if the
-    /// reception completed, handles the whole request. The answer, if handled.
+    /// The firmware's path for one TransferData block: the server stores each frame's
+    /// payload as it arrives (`frames` consecutive frames of them; all when `None`), then, if
+    /// the reception completed, handles the request: whole, or by its first 64 bytes when it
+    /// is longer than a 4 KiB reassembly buffer. The answer, if handled.
     fn streamed(&mut self, counter: u8, data: &[u8], frames: Option<usize>) -> Option<Vec<u8>> {
         let mut req = vec![0x36, counter];
         req.extend_from_slice(data);
-        // ISO-TP FD: a first frame carries 62 bytes, each consecutive frame 63.
-        let mut got = 62.min(req.len());
-        let mut n = 0;
-        while got < req.len() {
-            if frames.is_some_and(|f| n == f) {
+        let head = req[..req.len().min(64)].to_vec();
+        // ISO-TP FD: a first frame carries 62 bytes (58 past 4095), each consecutive frame 63.
+        let mut at = 0;
+        let mut n = if req.len() > 4095 { 58 } else { 62 }.min(req.len());
+        let mut cfs = 0;
+        loop {
+            self.server.stream(&mut self.flash, &head, req.len(), at, &req[at..at + n]);
+            at += n;
+            if at == req.len() {
+                break;
+            }
+            if frames.is_some_and(|f| cfs == f) {
                 return None;
             }
-            self.server.stream(&mut self.flash, &req[..got], req.len());
-            got = (got + 63).min(req.len());
-            n += 1;
+            n = 63.min(req.len() - at);
+            cfs += 1;
         }
-        Some(self.ask(&req).0)
+        if req.len() <= bootproof_uds::isotp::MAX_MESSAGE {
+            return Some(self.ask(&req).0);
+        }
+        let mut out = [0u8; 64];
+        match self.server.handle_streamed(&mut self.flash, &head, req.len(), &mut out) {
+            Reply::Now(n) => Some(out[..n].to_vec()),
+            other => panic!("a streamed TransferData answered {other:?}"),
+        }
     }
 
     /// The words of slot B holding `img`'s first bytes that are written, as `img` has them.
@@ -413,4 +427,63 @@ fn a_wrong_build_streamed_in_is_refused_by_its_block_answer() {
     assert_eq!(t.download_request(H723.slot_address(SlotId::B), wrong.len() as u32)[0], 0x74);
     assert_eq!(t.streamed(1, &wrong[..4096], None).unwrap(), [0x7F, 0x36, nrc::REQUEST_OUT_OF_RANGE]);
     assert_eq!(t.boots(), (SlotId::A, 1, false));
+}
+
+/// Erasing as needed: the erase routine erases nothing, the whole image is one TransferData
+/// block (maxNumberOfBlockLength in four bytes), each sector is erased when the download
+/// reaches it, and the result commits and boots like any other download.
+#[test]
+fn erasing_as_needed_takes_the_image_as_one_block_and_erases_as_it_goes() {
+    let mut t = Tester::new();
+    t.server = Server::new(H723, Some(SlotId::A), false, [1, 0, 0]).erase_as_needed();
+    let img = image_with(&key("test-ed25519-a.pem"), SlotId::B, 2, 2, 200_000);
+    t.ok(&[0x10, 0x02]);
+    let (r, pendings) = t.ask_counting(&[0x31, 0x01, 0xFF, 0x00]);
+    assert_eq!((r, pendings), (vec![0x71, 0x01, 0xFF, 0x00], 1), "nothing erased: one step");
+    let cap = H723.image_capacity(SlotId::B) + 2;
+    let r = t.download_request(H723.slot_address(SlotId::B), img.len() as u32);
+    assert_eq!(r, [&[0x74, 0x40][..], &cap.to_be_bytes()].concat(), "maxNumberOfBlockLength in 4 bytes");
+    // Half of the block: its sectors so far are erased and written.
+    assert_eq!(t.streamed(1, &img, Some(1500)), None);
+    let early = t.written_prefix(&img);
+    assert!(early > 90_000, "{early} bytes programmed from 1500 frames");
+    // The reception failed; the tester sends the block again: the stored part is skipped.
+    assert_eq!(t.streamed(1, &img, None), Some(vec![0x76, 1]));
+    t.ok(&[0x37]);
+    assert_eq!(t.ok(&[0x31, 0x01, 0xFF, 0x01]), [0x71, 0x01, 0xFF, 0x01, 0]);
+    assert_eq!(t.boots(), (SlotId::B, 2, true));
+}
+
+/// A block longer than the reassembly buffer that lost frames in the middle is refused
+/// (0x71) by its completion, and nothing after the gap was written.
+#[test]
+fn a_streamed_block_with_a_gap_is_refused_and_sent_again() {
+    let mut t = Tester::new();
+    t.server = Server::new(H723, Some(SlotId::A), false, [1, 0, 0]).erase_as_needed();
+    let img = image_with(&key("test-ed25519-a.pem"), SlotId::B, 2, 2, 20_000);
+    t.ok(&[0x10, 0x02]);
+    t.ok(&[0x31, 0x01, 0xFF, 0x00]);
+    assert_eq!(t.download_request(H723.slot_address(SlotId::B), img.len() as u32)[0], 0x74);
+    let mut req = vec![0x36, 1];
+    req.extend_from_slice(&img);
+    let head = req[..64].to_vec();
+    let mut at = 0;
+    for n in std::iter::once(58).chain(std::iter::repeat(63)).take(33) {
+        t.server.stream(&mut t.flash, &head, req.len(), at, &req[at..at + n]);
+        at += n;
+    }
+    // The next 16 frames are lost; one after them arrives.
+    let after = at + 16 * 63;
+    t.server.stream(&mut t.flash, &head, req.len(), after, &req[after..after + 63]);
+    let mut out = [0u8; 64];
+    let r = t.server.handle_streamed(&mut t.flash, &head, req.len(), &mut out);
+    assert_eq!((r, &out[..3]), (Reply::Now(3), &[0x7F, 0x36, nrc::TRANSFER_DATA_SUSPENDED][..]));
+    let w = t.written_prefix(&img);
+    assert!(w <= at - 2, "{w} bytes written of {} streamed", at - 2);
+    let word = (after - 2).next_multiple_of(32) as u32;
+    let got = t.flash.stable_clean(H723.slot(SlotId::B).offset + word);
+    assert_eq!(got, Some([0xFF; 32]), "the frame after the gap was not written");
+    assert_eq!(t.streamed(1, &img, None), Some(vec![0x76, 1]));
+    t.ok(&[0x37]);
+    assert_eq!(t.ok(&[0x31, 0x01, 0xFF, 0x01]), [0x71, 0x01, 0xFF, 0x01, 0]);
 }

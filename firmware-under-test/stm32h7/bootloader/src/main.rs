@@ -152,20 +152,25 @@ async fn update_mode(running: Option<SlotId>, requested: bool) -> ! {
     // Sector erases run from ITCM and keep receiving meanwhile (see `ram`).
     ram::init();
     let mut flash = bootproof_h7::flash::H7Flash::new(p.FLASH).with_sector_erase(ram::erase_sector);
-    let mut server = Server::new(H723, running, requested, [VERSION.major, VERSION.minor, VERSION.revision as u8]);
+    // The slot is erased as the download reaches it, while the frames keep coming (`ram`):
+    // the whole image is one TransferData block.
+    let mut server =
+        Server::new(H723, running, requested, [VERSION.major, VERSION.minor, VERSION.revision as u8]).erase_as_needed();
     info!("serving UDS on 0x{:03x}/0x{:03x}, target slot {}", REQUEST_ID, RESPONSE_ID, server.target().name());
     serve(&mut can, &mut server, &mut flash).await
 }
 
-/// The request buffer: the largest TransferData plus ISO-TP headroom.
+/// The request buffer: every request but TransferData whole, and a TransferData's first bytes
+/// (its data goes to flash frame by frame: `Server::stream`).
 static mut RX_BUF: [u8; isotp::MAX_MESSAGE] = [0; isotp::MAX_MESSAGE];
 
 async fn serve(can: &mut can::Can<'static>, server: &mut Server, flash: &mut bootproof_h7::flash::H7Flash) -> ! {
     // SAFETY: the only use of the buffer, for the life of update mode.
     let buf = unsafe { &mut *core::ptr::addr_of_mut!(RX_BUF) };
     // Flow control for throughput: no block limit, no separation time (the FDCAN's RX FIFO
-    // and this loop keep up with back-to-back 64-byte frames at 1 Mbit/s).
-    let mut rx = Receiver::new(buf, 0, 0);
+    // and this loop keep up with back-to-back 64-byte frames at 1 Mbit/s; during an erase the
+    // ring takes them).
+    let mut rx = Receiver::streaming(buf, 0, 0);
     let keys = bootproof_h7::keys::trusted();
     let mut out = [0u8; 64];
     loop {
@@ -178,6 +183,7 @@ async fn serve(can: &mut can::Can<'static>, server: &mut Server, flash: &mut boo
                         ram::lost()
                     );
                     rx.reset();
+                    ram::disarm();
                     continue;
                 }
             }
@@ -185,9 +191,26 @@ async fn serve(can: &mut can::Can<'static>, server: &mut Server, flash: &mut boo
             recv(can).await
         };
         let n = match rx.on_frame(&data.0[..data.1]) {
-            Received::Message(n) => n,
+            Received::Message(n) => {
+                ram::disarm();
+                n
+            }
             Received::Flow(fc) => {
                 send_frame(can, fc.bytes()).await;
+                // A request longer than the buffer (a whole image): when its last frame comes,
+                // a response-pending goes out at once, even from inside a sector erase.
+                let (total, got) = (rx.announced().unwrap_or(0), rx.received());
+                if total > isotp::MAX_MESSAGE {
+                    let mut pending = [0xCC; 8];
+                    pending[..4].copy_from_slice(&[
+                        3,
+                        0x7F,
+                        bootproof_uds::uds::sid::TRANSFER_DATA,
+                        nrc::RESPONSE_PENDING,
+                    ]);
+                    ram::arm((total - got).div_ceil(63) as u32, pending);
+                }
+                stream(server, flash, &rx);
                 continue;
             }
             Received::Aborted(RxError::Overflow(len)) => {
@@ -196,20 +219,29 @@ async fn serve(can: &mut can::Can<'static>, server: &mut Server, flash: &mut boo
                 continue;
             }
             Received::Aborted(_) => {
-                warn!("ISO-TP: message aborted (sequence or format)");
+                warn!("ISO-TP: message aborted (sequence)");
+                ram::disarm();
                 continue;
             }
             Received::Partial => {
                 // Program what has arrived of a TransferData block while the rest of its frames
-                // are on the bus (the FDCAN's RX FIFO holds them meanwhile): two words per
-                // 64-byte frame take 260 µs, a frame at 250k/1M about 700 µs.
-                if let Some((partial, total)) = rx.partial() {
-                    server.stream(flash, partial, total);
-                }
+                // are on the bus: two words per 64-byte frame take 260 µs, a frame at 250k/1M
+                // about 700 µs; an erase the download reaches runs from ITCM and keeps
+                // receiving into the ring.
+                stream(server, flash, &rx);
                 continue;
             }
             Received::Ignored => continue,
         };
+        if n > rx.message(n).len() {
+            // A TransferData longer than the buffer: its data went to flash frame by frame.
+            stream(server, flash, &rx);
+            let reply = server.handle_streamed(flash, rx.message(n), n, &mut out);
+            if let Reply::Now(k) = reply {
+                send_message(can, &out[..k]).await;
+            }
+            continue;
+        }
         let mut reply = server.handle(flash, rx.message(n), &mut out);
         // A long request: a response-pending before each step (the erase routine takes a
         // sector per step), so the tester hears from us well inside P2*.
@@ -231,6 +263,13 @@ async fn serve(can: &mut can::Can<'static>, server: &mut Server, flash: &mut boo
             Reply::Silent | Reply::Pending(_) => {}
         }
     }
+}
+
+/// Hand the last frame's payload of a TransferData under way to the server.
+fn stream(server: &mut Server, flash: &mut bootproof_h7::flash::H7Flash, rx: &Receiver<'_>) {
+    let (at, chunk) = rx.chunk();
+    let total = rx.announced().unwrap_or(at + chunk.len());
+    server.stream(flash, rx.head(), total, at, chunk);
 }
 
 fn to_embassy(d: core::time::Duration) -> Duration {
