@@ -374,7 +374,7 @@ impl<'a> UdsClient<'a> {
                     let ours = msg.first() == Some(&(service + 0x40))
                         || (msg.first() == Some(&sid::NEGATIVE_RESPONSE) && msg.get(1) == Some(&service));
                     let late = msg.first() == Some(&(service + 0x40))
-                        && msg.len() >= 1 + echo.len()
+                        && msg.len() > echo.len()
                         && msg.get(1..1 + echo.len()) != Some(echo);
                     if !ours || late {
                         // Another tester on the bus asked something, or this is the late
