@@ -166,6 +166,7 @@ pub struct UdsClient<'a> {
     p2: Duration,
     p2_star: Duration,
     rates: Bitrates,
+    sending: Duration,
 }
 
 impl<'a> UdsClient<'a> {
@@ -183,7 +184,14 @@ impl<'a> UdsClient<'a> {
             p2: CLIENT_P2 + frame,
             p2_star: Duration::from_millis(P2_STAR_MS as u64) + frame,
             rates,
+            sending: Duration::ZERO,
         }
+    }
+
+    /// Time spent putting requests on the bus so far (their frames, and waiting for the
+    /// server's flow control between them).
+    pub fn sending(&self) -> Duration {
+        self.sending
     }
 
     /// How long a response may take to start (client P2).
@@ -212,7 +220,9 @@ impl<'a> UdsClient<'a> {
                 req.len()
             )));
         }
+        let t0 = bootproof_rig::time::Instant::now();
         self.send(service, req).await?;
+        self.sending += t0.elapsed();
         let resp = self.receive(service, req.get(1..1 + echo).unwrap_or_default()).await?;
         if resp.first() == Some(&sid::NEGATIVE_RESPONSE) {
             if resp.len() >= 3 && resp[1] == service {

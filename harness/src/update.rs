@@ -169,6 +169,9 @@ pub struct Report {
     pub resent: u32,
     /// Wall (or virtual) time of the transfer phase (RequestDownload to RequestTransferExit).
     pub transfer: Duration,
+    /// Of that, the time the TransferData requests took to send: their frames on the bus (the
+    /// rest is waiting for the answers).
+    pub on_wire: Duration,
     /// Wall (or virtual) time of the whole update, from update mode to the reset.
     pub total: Duration,
 }
@@ -304,9 +307,13 @@ async fn update_once(
     let mut sent = at;
     let mut failures = 0;
     let mut stood = sent;
+    let mut on_wire = Duration::ZERO;
     while sent < total {
         let end = (sent as usize + chunk).min(total as usize);
-        match client.transfer_data(counter, &plan.image[sent as usize..end]).await {
+        let before = client.sending();
+        let r = client.transfer_data(counter, &plan.image[sent as usize..end]).await;
+        on_wire += client.sending() - before;
+        match r {
             Ok(()) => {}
             Err(UdsError::Timeout { .. }) if failures + 1 < BLOCK_ATTEMPTS => {
                 // A frame of the block, or its answer, was lost. Ask where the download stands
@@ -351,5 +358,13 @@ async fn update_once(
     }
     progress_out(Progress::Resetting);
     client.ecu_reset().await?;
-    Ok(Report { slot: target, resumed_at: at, sent: sent - at, resent: *resent, transfer, total: start.elapsed() })
+    Ok(Report {
+        slot: target,
+        resumed_at: at,
+        sent: sent - at,
+        resent: *resent,
+        transfer,
+        on_wire,
+        total: start.elapsed(),
+    })
 }
