@@ -104,17 +104,18 @@ pub async fn update(cli: &Cli, a: &UpdateArgs) -> Result<ExitCode> {
     let report = update::update(can, &H723, &plan, &mut progress).await;
     pb.finish_and_clear();
     let report = report?;
-    let payload = (report.sent as f64) / report.transfer.as_secs_f64().max(1e-9) / 1024.0;
+    let payload = (report.sent as f64) / report.on_wire.as_secs_f64().max(1e-9) / 1024.0;
     println!(
-        "slot {} written and committed: {} bytes sent{} in {:.2} s ({payload:.1} KiB/s), {:.2} s in all; the board resets into the trial",
+        "slot {} written and committed: {} bytes sent{} in {:.2} s on the wire ({payload:.1} KiB/s); the transfer with the slot's erases {:.2} s, {:.2} s in all; the board resets into the trial",
         report.slot,
         report.sent,
         match (report.resumed_at, report.resent) {
             (0, 0) => String::new(),
-            (0, n) => format!(" ({n} blocks sent again)"),
+            (0, n) => format!(" (went on after {n} failed receptions)"),
             (at, 0) => format!(" (resumed at byte {at})"),
-            (at, n) => format!(" (resumed at byte {at}, {n} blocks sent again)"),
+            (at, n) => format!(" (resumed at byte {at}, went on after {n} failed receptions)"),
         },
+        report.on_wire.as_secs_f64(),
         report.transfer.as_secs_f64(),
         report.total.as_secs_f64(),
     );
