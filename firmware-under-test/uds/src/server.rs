@@ -456,24 +456,15 @@ impl Server {
                     State::Erasing { dl } => Ok(dl),
                     _ => Download::begin(flash, &l, self.target(), self.running),
                 };
-                if self.erase_as_needed {
-                    // The download erases what it reaches; nothing is erased here.
-                    return match dl {
-                        Ok(dl) => {
-                            self.state = State::Erased { dl, transferring: None, size: 0, block_start: 0 };
-                            out[..4].copy_from_slice(&[pos(service), 0x01, rid[0], rid[1]]);
-                            Reply::Now(4)
-                        }
-                        Err(UpdateError::RunningUnconfirmed(_)) | Err(UpdateError::TargetIsRunning(_)) => {
-                            neg(out, service, nrc::CONDITIONS_NOT_CORRECT)
-                        }
-                        Err(_) => neg(out, service, nrc::GENERAL_PROGRAMMING_FAILURE),
-                    };
-                }
-                // One sector per call, a response-pending before each: the firmware cannot
-                // receive while the bank erases (its code runs from it), so the whole slot is
-                // erased before the transfer, and the tester hears from it every 1.1 s.
-                match dl.and_then(|mut dl| dl.erase_next(flash).map(|done| (dl, done))) {
+                // Erasing as needed, the download erases what it reaches and nothing is erased
+                // here. Otherwise one sector per call, a response-pending before each: the
+                // firmware cannot receive while the bank erases (its code runs from it), so the
+                // whole slot is erased before the transfer, and the tester hears from it every
+                // 1.1 s.
+                let step = |mut dl: Download| {
+                    if self.erase_as_needed { Ok((dl, true)) } else { dl.erase_next(flash).map(|done| (dl, done)) }
+                };
+                match dl.and_then(step) {
                     Ok((dl, false)) => {
                         self.state = State::Erasing { dl };
                         self.pend(Op::Erase, service)

@@ -141,16 +141,7 @@ fn respond(r: *mut Ring) {
         }
         let put = (status >> 16) & 0x1F;
         let start = read_volatile(TXBC) & 0xFFFC;
-        let f0ds = read_volatile(TXESC) & 7;
-        let field = if f0ds <= 4 {
-            8 + 4 * f0ds
-        } else if f0ds == 5 {
-            32
-        } else if f0ds == 6 {
-            48
-        } else {
-            64
-        };
+        let field = field_bytes(read_volatile(TXESC) & 7);
         let e = (MSG_RAM + start as usize + put as usize * (8 + field as usize)) as *mut u32;
         write_volatile(e, (RESPONSE_ID & 0x7FF) << 18);
         // DLC 8, FD format, bit rate switching.
@@ -158,6 +149,22 @@ fn respond(r: *mut Ring) {
         write_volatile(e.add(2), read_volatile(addr_of_mut!((*r).response[0])));
         write_volatile(e.add(3), read_volatile(addr_of_mut!((*r).response[1])));
         write_volatile(TXBAR, 1 << put);
+    }
+}
+
+/// Bytes of a data field of size code `code` (RXESC/TXESC: 8, 12, 16, 20, 24, 32, 48, 64; a
+/// DLC above 8 is code DLC − 8). Branches, not a match: a jump table would sit in flash, and
+/// inlined into the ITCM code that calls it.
+#[inline(always)]
+fn field_bytes(code: u32) -> u32 {
+    if code <= 4 {
+        8 + 4 * code
+    } else if code == 5 {
+        32
+    } else if code == 6 {
+        48
+    } else {
+        64
     }
 }
 
@@ -182,34 +189,14 @@ pub fn drain() {
             let start = read_volatile(RXF0C) & 0xFFFC;
             // Element: two header words and the data field (F0DS: 8, 12, 16, 20, 24, 32, 48 or
             // 64 bytes).
-            let f0ds = read_volatile(RXESC) & 7;
-            let field = if f0ds <= 4 {
-                8 + 4 * f0ds
-            } else if f0ds == 5 {
-                32
-            } else if f0ds == 6 {
-                48
-            } else {
-                64
-            };
+            let field = field_bytes(read_volatile(RXESC) & 7);
             let element = (MSG_RAM + start as usize + get as usize * (8 + field as usize)) as *const u32;
             let r0 = read_volatile(element);
             let r1 = read_volatile(element.add(1));
             let standard = r0 & (1 << 30) == 0;
             if standard && (r0 >> 18) & 0x7FF == KEEP_ID {
                 let dlc = (r1 >> 16) & 0xF;
-                // Branches, not a match: a jump table would sit in flash.
-                let len = if dlc <= 8 {
-                    dlc
-                } else if dlc <= 12 {
-                    8 + 4 * (dlc - 8)
-                } else if dlc == 13 {
-                    32
-                } else if dlc == 14 {
-                    48
-                } else {
-                    64
-                };
+                let len = if dlc <= 8 { dlc } else { field_bytes(dlc - 8) };
                 let head = read_volatile(addr_of_mut!((*r).head));
                 let tail = read_volatile(addr_of_mut!((*r).tail));
                 let next = if head as usize + 1 == FRAMES { 0 } else { head + 1 };
