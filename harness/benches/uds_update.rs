@@ -10,7 +10,8 @@
 //!   bytes, fixed stuff bits in the CRC field), counted by `floor.rs`, which shares no code
 //!   with the twin's bus model, at the configured 250 kbit/s nominal and 1 Mbit/s data rates;
 //! * **flash floor**: the datasheet's typical sector erase and word program times (x32
-//!   parallelism, `floor::datasheet`) for the sectors and words the image needs.
+//!   parallelism, `floor::datasheet`): every sector of the slot (the design erases all of them:
+//!   nothing of an old image survives a commit) and every word of the image.
 //!
 //! Two images: the application as built (about 97 KiB), and one filling the whole 384 KiB
 //! slot (the application followed by incompressible data, so every word is programmed).
@@ -121,11 +122,10 @@ fn report(what: &str, image: &[u8], r: &Run) {
     let secs = |f: &[(u16, Vec<u8>)]| fd_frames_secs(f.iter().map(|(id, d)| (*id, d.as_slice())), NOMINAL, DATA);
     let payload_bound = secs(&payload_frames(image));
     let protocol = secs(&transfer_frames(image));
-    // The sectors the image covers, and the slot's trailer sector (the commit is written there,
-    // so it must be erased too).
-    let slot_sectors = H723.slot(SlotId::B).size / H723.sector_size;
-    let covered = (bytes as u32).div_ceil(H723.sector_size).max(1);
-    let sectors = (covered + u32::from(covered < slot_sectors)) as f64;
+    // Every sector of the slot: those the image covers, the trailer's (the commit is written
+    // there), and any in between, since nothing of an old image may survive the commit
+    // (boot-core's `Download::finish`).
+    let sectors = (H723.slot(SlotId::B).size / H723.sector_size) as f64;
     let flash_floor = sectors * datasheet::SECTOR_ERASE_S + bytes.div_ceil(32) as f64 * datasheet::WORD_PROGRAM_S;
     let bound = protocol.max(flash_floor);
     let measured = r.report.transfer.as_secs_f64();

@@ -129,6 +129,27 @@ async fn update_mode(running: Option<SlotId>, requested: bool) -> ! {
     // NUCLEO-H723ZG: HSE is the ST-LINK's 8 MHz MCO (bypass); FDCAN's kernel clock is HSE.
     config.rcc.hse = Some(rcc::Hse { freq: Hertz(8_000_000), mode: rcc::HseMode::Bypass });
     config.rcc.mux.fdcansel = rcc::mux::Fdcansel::HSE;
+    // Update mode runs the core at 400 MHz: every word programmed waits for the code that
+    // unpacks the frames around it (the core cannot fetch from flash while it programs), so the
+    // clock is the update's speed. PLL1: HSE 8 MHz / 2 × 200 = 800 MHz VCO, P / 2 = 400 MHz,
+    // at voltage scale 1 (RM0468 §6.6.2, DS13313 table "General operating conditions"); the
+    // AHB and APB buses at 200 and 100 MHz. Update mode ends in a system reset, which puts the
+    // clock tree back to HSI for the next boot decision and handover.
+    config.rcc.pll1 = Some(rcc::Pll {
+        source: rcc::PllSource::HSE,
+        prediv: rcc::PllPreDiv::DIV2,
+        mul: rcc::PllMul::MUL200,
+        divp: Some(rcc::PllDiv::DIV2),
+        divq: None,
+        divr: None,
+    });
+    config.rcc.sys = rcc::Sysclk::PLL1_P;
+    config.rcc.ahb_pre = rcc::AHBPrescaler::DIV2;
+    config.rcc.apb1_pre = rcc::APBPrescaler::DIV2;
+    config.rcc.apb2_pre = rcc::APBPrescaler::DIV2;
+    config.rcc.apb3_pre = rcc::APBPrescaler::DIV2;
+    config.rcc.apb4_pre = rcc::APBPrescaler::DIV2;
+    config.rcc.voltage_scale = rcc::VoltageScale::Scale1;
     let p = embassy_stm32::init(config);
     let beacon = Beacon {
         stage: if requested { Stage::Update } else { Stage::Recovery },

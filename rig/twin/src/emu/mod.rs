@@ -344,6 +344,10 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
             t.cycles += cpu.cycles() - before.1;
             t.wall += wall.elapsed();
         }
+        // Clock changes within the quantum, in order: cycles after each count at its rate.
+        for (at, hz) in p.clock_changes.drain(..) {
+            clock.rebase(at, hz);
+        }
         for (at, line) in log.drain(..) {
             board.log_at(clock.time_of(at), line);
         }
@@ -464,5 +468,26 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
         if stepping {
             board.step_taken();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_after_a_clock_change_count_at_the_new_rate() {
+        let t0 = Instant::now();
+        let mut c = Clock { time_base: t0, cycle_base: 1_000, hz: 64_000_000 };
+        assert_eq!(c.time_of(1_000 + 64_000), t0 + Duration::from_millis(1));
+        assert_eq!(c.quantum(), 3_200);
+        // 1 ms at 64 MHz, then 400 MHz: 400 more cycles are 1 µs.
+        c.rebase(65_000, 400_000_000);
+        assert_eq!(c.time_of(65_400), t0 + Duration::from_micros(1_001));
+        assert_eq!(c.cycles_at(t0 + Duration::from_micros(1_002)), 65_800);
+        assert_eq!(c.quantum(), 20_000);
+        // The same rate again changes nothing.
+        c.rebase(70_000, 400_000_000);
+        assert_eq!(c.cycle_base, 65_000);
     }
 }

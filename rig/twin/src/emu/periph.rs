@@ -188,6 +188,29 @@ impl Rcc {
                 }
                 self.regs.insert(off, r);
             }
+            // A PLL's input divider and dividers are written only while it is off, the source
+            // only while all are off (RM0468, the RCC_PLLCKSELR and RCC_PLLxDIVR register
+            // descriptions); writes meanwhile leave those fields as they are. (embassy-stm32
+            // 0.6 writes PLLCKSELR whole to switch an unused PLL off, PLL1 running.)
+            rcc::PLLCKSELR => {
+                let cr = self.get(rcc::CR);
+                let on = |n: u32| cr & (1 << (24 + 2 * (n - 1))) != 0;
+                let mut keep = 0;
+                if (1..=3).any(on) {
+                    keep |= 3;
+                }
+                for n in (1..=3).filter(|n| on(*n)) {
+                    keep |= 0x3F << (4 + 8 * (n - 1));
+                }
+                let old = self.get(off);
+                self.regs.insert(off, (v & !keep) | (old & keep));
+            }
+            rcc::PLL1DIVR | rcc::PLL2DIVR | rcc::PLL3DIVR => {
+                let n = (off - rcc::PLL1DIVR) / 8 + 1;
+                if self.get(rcc::CR) & (1 << (24 + 2 * (n - 1))) == 0 {
+                    self.regs.insert(off, v);
+                }
+            }
             rcc::RSR | rcc::C1_RSR => return v & (1 << 16) != 0,
             _ => {
                 self.regs.insert(off, v);
@@ -1469,6 +1492,8 @@ pub struct Peripherals {
     pub unmodelled: Vec<Unmodelled>,
     /// How many accesses were outside every model.
     pub unmodelled_count: u64,
+    /// Core clock changes (core cycle, new Hz) since the runner last looked.
+    pub clock_changes: Vec<(u64, u32)>,
     lines: [u32; 8],
     lines_dirty: bool,
     /// The reset-cause value the firmware last read (the timeline shows each new one once).
@@ -1522,6 +1547,7 @@ impl Peripherals {
             plain,
             unmodelled: Vec::new(),
             unmodelled_count: 0,
+            clock_changes: Vec::new(),
             lines: [0; 8],
             lines_dirty: true,
             rsr_read: None,
@@ -1636,7 +1662,17 @@ impl Peripherals {
         } else if (addr::RCC..addr::RCC + 0x400).contains(&addr) {
             let off = addr - addr::RCC;
             let old = self.rcc.read(off, 0);
-            return self.rcc.write(off, merge(old));
+            // Everything timed in core cycles is brought to the present at the old clocks, and
+            // what is still to come is rescaled to the new ones.
+            for t in &mut self.tim {
+                t.sync(cycles, core, tim_hz);
+            }
+            let rmvf = self.rcc.write(off, merge(old));
+            let (new_core, new_tim) = (self.rcc.core_hz(), self.rcc.tim_apb1_hz());
+            if (new_core, new_tim) != (core, tim_hz) {
+                self.clocks_changed(cycles, core, new_core);
+            }
+            return rmvf;
         } else if (addr::PWR..addr::PWR + 0x400).contains(&addr) {
             let off = addr - addr::PWR;
             let old = self.pwr.read(off);
@@ -1648,6 +1684,32 @@ impl Peripherals {
             }
         }
         false
+    }
+
+    /// The core clock went from `old` to `new` Hz at core cycle `now`: deadlines counted in
+    /// core cycles keep their time. Timers were brought to `now` at the old clocks; their
+    /// fraction of a tick is dropped (at most one tick early or late, once).
+    fn clocks_changed(&mut self, now: u64, old: u32, new: u32) {
+        let scale = |at: u64| {
+            if at <= now {
+                at
+            } else {
+                now.saturating_add(
+                    ((at - now) as u128 * new as u128 / old.max(1) as u128).min(u64::MAX as u128 / 2) as u64
+                )
+            }
+        };
+        for t in &mut self.tim {
+            t.frac = 0;
+        }
+        if let Some((_, done)) = &mut self.flash.busy {
+            *done = scale(*done);
+        }
+        self.usart3.idle_at = self.usart3.idle_at.map(scale);
+        self.usart3.next_in = scale(self.usart3.next_in);
+        if new != old {
+            self.clock_changes.push((now, new));
+        }
     }
 
     /// A write into the flash array while the controller may be programming.
@@ -1799,6 +1861,65 @@ mod tests {
         assert_eq!(r.tim_apb1_hz(), 200_000_000);
         r.write(rcc::D2CCIP1R, 1 << 28);
         assert_eq!(r.fdcan_hz(), 80_000_000);
+    }
+
+    #[test]
+    fn a_running_plls_dividers_and_source_hold_against_writes() {
+        let mut r = Rcc::new(Oscillators::default());
+        r.write(rcc::PLLCKSELR, 2 | (2 << 4));
+        r.write(rcc::PLL1DIVR, 199 | (1 << 9));
+        r.write(rcc::CR, r.get(rcc::CR) | (1 << 16) | (1 << 24));
+        r.write(rcc::CFGR, 3);
+        assert_eq!(r.core_hz(), 400_000_000);
+        // What embassy-stm32 0.6 writes to switch PLL2 off while PLL1 runs: the whole register.
+        r.write(rcc::PLLCKSELR, 0);
+        r.write(rcc::PLL1DIVR, 0);
+        assert_eq!(r.get(rcc::PLLCKSELR), 2 | (2 << 4), "DIVM1 and PLLSRC kept");
+        assert_eq!(r.core_hz(), 400_000_000, "PLL1 runs on");
+        // PLL2's divider is writable (PLL2 is off); the source is not (PLL1 is on).
+        r.write(rcc::PLLCKSELR, 2 | (2 << 4) | (5 << 12));
+        assert_eq!(r.get(rcc::PLLCKSELR) >> 12 & 0x3F, 5);
+        // Off again, everything is writable.
+        r.write(rcc::CFGR, 0);
+        r.write(rcc::CR, r.get(rcc::CR) & !(1 << 24));
+        r.write(rcc::PLLCKSELR, 0);
+        r.write(rcc::PLL1DIVR, 0x0101_0280);
+        assert_eq!((r.get(rcc::PLLCKSELR), r.get(rcc::PLL1DIVR)), (0, 0x0101_0280));
+    }
+
+    #[test]
+    fn a_clock_change_keeps_the_time_of_timer_and_flash_deadlines() {
+        let mut p = Peripherals::new(Oscillators::default());
+        let w = |p: &mut Peripherals, a: u32, v: u32, at: u64| p.write(a, v, u32::MAX, at, 8);
+        let r = addr::RCC;
+        // HSI 64 MHz, HPRE /2: core 64 MHz, timers 32 MHz. PLL1 from HSI: /4 × 16 / 2 = 128 MHz.
+        w(&mut p, r + rcc::D1CFGR, 8, 0);
+        w(&mut p, r + rcc::PLLCKSELR, 4 << 4, 0);
+        w(&mut p, r + rcc::PLL1DIVR, 15 | (1 << 9), 0);
+        let cr = p.rcc.get(rcc::CR);
+        w(&mut p, r + rcc::CR, cr | (1 << 24), 0);
+        assert_eq!((p.core_hz(), p.rcc.tim_apb1_hz()), (64_000_000, 32_000_000));
+        // TIM2 at 1 MHz, compare 1 at 1000 µs; a sector erase due at 1 ms too.
+        let t = addr::TIM[0];
+        w(&mut p, t + 0x28, 31, 0);
+        w(&mut p, t + 0x14, 1, 0);
+        w(&mut p, t + 0x34, 1000, 0);
+        w(&mut p, t + 0x10, 0, 0);
+        w(&mut p, t, 1, 0);
+        p.flash.busy = Some((FlashOp::Erase { sector: 1 }, 64_000));
+        assert_eq!(p.next_event(), 64_000);
+        // At 500 µs the core switches to PLL1: core 128 MHz, timers 64 MHz (TIM2 now at 2 MHz:
+        // its prescaler stays). 500 ticks remain at 2 MHz = 250 µs = 32,000 cycles; the erase's
+        // remaining 500 µs are 64,000 cycles at 128 MHz.
+        w(&mut p, r + rcc::CFGR, 3, 32_000);
+        assert_eq!(p.core_hz(), 128_000_000);
+        assert_eq!(p.next_event(), 32_000 + 32_000);
+        assert_eq!(p.flash.busy.as_ref().map(|b| b.1), Some(32_000 + 64_000));
+        assert_eq!(p.clock_changes, [(32_000, 128_000_000)]);
+        // The timer reads 500 at the switch and 999 one cycle before its compare.
+        assert_eq!(p.read(t + 0x24, 63_999, 0, false), 999);
+        assert_eq!(p.read(t + 0x10, 63_999, 0, false) & 2, 0);
+        assert_ne!(p.read(t + 0x10, 64_000, 0, false) & 2, 0, "CC1IF at 1000 µs");
     }
 
     #[test]
