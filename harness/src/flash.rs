@@ -107,7 +107,9 @@ pub enum FlashError {
     Rom(#[from] RomError),
     /// Read-back found different bytes.
     #[error(
-        "verify failed at {address:#010x}: wrote {expected:#04x}, read {got:#04x}; erase the sector and flash again"
+        "verify failed at {address:#010x}: wrote {expected:#04x}, read {got:#04x}; the bootloader answered ACK, \
+         which it also does for a write-protected sector (AN3155 §3.6, AN5405 §3.6): check the write protection \
+         (option bytes), erase the sector and flash again"
     )]
     Verify {
         /// First differing address.
@@ -115,6 +117,20 @@ pub enum FlashError {
         /// Written.
         expected: u8,
         /// Read.
+        got: u8,
+    },
+    /// A sector still holds data after its erase was answered ACK.
+    #[error(
+        "sector {sector} did not erase: {address:#010x} reads {got:#04x} after the bootloader answered ACK; \
+         it does so for a write-protected sector too (AN3155 §3.7, AN5405 §3.7: \"no error is returned\"): \
+         remove the write protection (Write Unprotect, or the option bytes with STM32CubeProgrammer) and flash again"
+    )]
+    NotErased {
+        /// The sector.
+        sector: u32,
+        /// The first address still written.
+        address: u32,
+        /// What it reads.
         got: u8,
     },
     /// The rig could not re-enter the bootloader.
@@ -205,16 +221,24 @@ pub async fn flash(
         }
     }
     let erase_all = Permissions::none();
-    for (n, s) in to_erase.iter().enumerate() {
-        progress(FlashEvent::Erase { sector: s.index, n: n + 1, of: to_erase.len() });
-        rom.erase(&EraseRequest::Sectors(vec![s.index as u16]), erase_all).await?;
-        report.erased.push(s.index);
-    }
     let changed = |addr: u32| to_erase.iter().any(|s| addr >= s.start && addr < s.end());
     let todo: Vec<Block> = blocks(image, board.flash.word.max(board.rom.write_alignment), board.flash.erased)
         .into_iter()
         .filter(|b| changed(b.address))
         .collect();
+    for (n, s) in to_erase.iter().enumerate() {
+        progress(FlashEvent::Erase { sector: s.index, n: n + 1, of: to_erase.len() });
+        rom.erase(&EraseRequest::Sectors(vec![s.index as u16]), erase_all).await?;
+        // An ACK only says the command finished (AN5405 §3.7): the sector's first block to
+        // write must read erased now, or the sector is protected.
+        if let Some(b) = todo.iter().find(|b| b.address >= s.start && b.address < s.end()) {
+            let back = rom.read_memory(b.address, b.data.len()).await?;
+            if let Some(i) = back.iter().position(|x| *x != board.flash.erased) {
+                return Err(FlashError::NotErased { sector: s.index, address: b.address + i as u32, got: back[i] });
+            }
+        }
+        report.erased.push(s.index);
+    }
     let total: usize = todo.iter().map(|b| b.data.len()).sum();
     if opts.stop_after_writes == Some(0) {
         report.stopped_after = Some(0);

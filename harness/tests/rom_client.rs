@@ -31,13 +31,28 @@ async fn sessions_report_the_profile_identity_on_every_transport() {
         let p = twin.board().profile().clone();
         let mut rom = RomClient::open(&mut rig, Some(kind)).unwrap();
         assert_eq!(rom.connect().await.unwrap(), p.identity.pid, "{board} {kind}");
-        assert_eq!(rom.get_version().await.unwrap(), p.identity.bootloader_version, "{board} {kind}");
+        // Get Version and Get: the interface's protocol version (AN2606 §4.2, Table 3).
+        let protocol = match kind {
+            RomTransportKind::Fdcan => 0x11,
+            RomTransportKind::Bxcan => 0x20,
+            RomTransportKind::Usart => 0x31,
+        };
+        assert_eq!(rom.get_version().await.unwrap(), protocol, "{board} {kind}");
         let info = rom.get().await.unwrap();
-        assert_eq!(info.protocol_version, p.rom.transport(kind).unwrap().protocol_version());
-        assert_eq!(info.commands.len(), 11);
-        // System memory holds the bootloader ID byte.
-        let id = rom.read_memory(p.identity.bootloader_id_address, 1).await.unwrap();
-        assert_eq!(id, vec![p.identity.bootloader_version], "{board} {kind}");
+        assert_eq!(info.protocol_version, protocol);
+        assert_eq!(info.commands.len(), if kind == RomTransportKind::Bxcan { 12 } else { 11 });
+        // System memory holds the bootloader ID byte (AN2606 Table 3: 0x93, 0x90; the G0 profile
+        // models V11.2, 0xB2).
+        let expected = match board {
+            "stm32h723zg" => 0x93,
+            "stm32f446re" => 0x90,
+            _ => 0xB2,
+        };
+        assert_eq!(rom.bootloader_id().await.unwrap(), expected, "{board} {kind}");
+        // The device information area: the flash size register (KiB) and the unique ID.
+        let size = rom.read_memory(p.identity.flash_size_address, 2).await.unwrap();
+        assert_eq!(u16::from_le_bytes([size[0], size[1]]) as u32 * 1024, p.flash.size(), "{board} {kind}");
+        assert_eq!(rom.read_memory(p.identity.uid_address, 12).await.unwrap().len(), 12);
     }
 }
 
@@ -89,8 +104,12 @@ async fn errors_name_the_command_and_the_fix() {
     rom.connect().await.unwrap();
     let e = rom.write_memory(0x6000_0000, &[0; 32]).await.unwrap_err().to_string();
     assert!(e.contains("NACKed Write Memory (address)"), "{e}");
-    let e = rom.write_memory(0x0802_0008, &[0; 32]).await.unwrap_err().to_string();
-    assert!(e.contains("32-byte boundary"), "{e}");
+    // An unaligned flash write is padded to whole 32-byte flash words with erased bytes.
+    rom.write_memory(0x0802_0008, &[0x5A; 32]).await.unwrap();
+    let back = rom.read_memory(0x0802_0000, 64).await.unwrap();
+    assert_eq!((&back[..8], &back[8..40], &back[40..]), (&[0xFF; 8][..], &[0x5A; 32][..], &[0xFF; 24][..]));
+    let e = rom.write_memory(0x0802_0108, &[0; 256]).await.unwrap_err().to_string();
+    assert!(e.contains("padded to 288 bytes") && e.contains("split it on 32-byte boundaries"), "{e}");
     let e = rom.read_memory(0x0800_0000, 300).await.unwrap_err().to_string();
     assert!(e.contains("1..=256"), "{e}");
     let e = rom.erase(&EraseRequest::Mass, Permissions::none()).await.unwrap_err().to_string();
@@ -178,4 +197,32 @@ async fn flashing_recovers_when_a_torn_word_makes_the_bootloader_fault() {
         }
     };
     assert_eq!(hello.version.major, 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_protected_sector_is_found_by_reading_back_not_by_a_nack() {
+    // The ROM answers ACK to erases and writes of a write-protected sector and changes nothing
+    // (AN3155 §3.6-3.8, AN5405 §3.6-3.7): the flash loop reads the erased sector back.
+    for (board, kind) in CASES {
+        let twin = Twin::builtin(board).unwrap();
+        let mut rig = twin.rig();
+        let p = twin.board().profile().clone();
+        let v1 = standin::image(&p, p.flash.base, 1, 4096);
+        flash::flash_via_rom(&mut rig, Some(kind), &v1, &FlashOptions::default(), &mut |_| {}).await.unwrap();
+        twin.board().state().flash.set_protected(0, true);
+        let before = twin.board().state().flash.clone();
+        let v2 = standin::image(&p, p.flash.base, 2, 4096);
+        let e =
+            flash::flash_via_rom(&mut rig, Some(kind), &v2, &FlashOptions::default(), &mut |_| {}).await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, flash::FlashError::NotErased { sector: 0, .. }) && msg.contains("write protection"),
+            "{board} {kind}: {msg}"
+        );
+        let mut a = vec![0; 4096];
+        let mut b = vec![0; 4096];
+        before.read(p.flash.base, &mut a).unwrap();
+        twin.board().state().flash.read(p.flash.base, &mut b).unwrap();
+        assert_eq!(a, b, "{board} {kind}: v1 untouched");
+    }
 }

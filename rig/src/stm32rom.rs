@@ -18,6 +18,11 @@ pub mod op {
     pub const GET_VERSION: u8 = 0x01;
     /// Get ID.
     pub const GET_ID: u8 = 0x02;
+    /// Speed (bxCAN only: change the bit rate).
+    pub const SPEED: u8 = 0x03;
+    /// The bxCAN synchronisation frame's identifier (AN2662 §3.2: "Synchronization byte, 0x79,
+    /// is in the RX identifier and not in the data field").
+    pub const CAN_SYNC: u8 = 0x79;
     /// Read Memory.
     pub const READ: u8 = 0x11;
     /// Go.
@@ -43,6 +48,8 @@ pub mod op {
             GET => "Get",
             GET_VERSION => "Get Version",
             GET_ID => "Get ID",
+            SPEED => "Speed",
+            CAN_SYNC => "synchronisation",
             READ => "Read Memory",
             GO => "Go",
             WRITE => "Write Memory",
@@ -61,12 +68,14 @@ pub mod op {
 pub const MAX_BLOCK: usize = 256;
 
 /// The command list a transport's Get reports.
-pub fn commands(kind: RomTransportKind) -> [u8; 11] {
+pub fn commands(kind: RomTransportKind) -> Vec<u8> {
     let erase = if kind == RomTransportKind::Bxcan { op::ERASE } else { op::EXT_ERASE };
-    [
-        op::GET,
-        op::GET_VERSION,
-        op::GET_ID,
+    let mut list = vec![op::GET, op::GET_VERSION, op::GET_ID];
+    if kind == RomTransportKind::Bxcan {
+        // AN3154 §3.2 (AN2662 §3.4): Get lists Speed between Get ID and Read Memory.
+        list.push(op::SPEED);
+    }
+    list.extend([
         op::READ,
         op::GO,
         op::WRITE,
@@ -75,7 +84,8 @@ pub fn commands(kind: RomTransportKind) -> [u8; 11] {
         op::WRITE_UNPROTECT,
         op::READOUT_PROTECT,
         op::READOUT_UNPROTECT,
-    ]
+    ]);
+    list
 }
 
 /// An erase request.

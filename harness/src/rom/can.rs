@@ -68,6 +68,17 @@ async fn ack(
     }
 }
 
+/// bxCAN: the synchronisation frame, ID 0x79 (AN2662 §3.2: "Synchronization byte, 0x79, is in
+/// the RX identifier and not in the data field"), answered with ACK. A bootloader already in a
+/// session may NACK it; either answer shows it listens at this rate.
+pub(super) async fn sync(c: &mut RomClient<'_>) -> Result<(), RomError> {
+    send(c, op::CAN_SYNC, &[]).await?;
+    match ack(c, op::CAN_SYNC, "synchronisation", RESPONSE, None).await {
+        Ok(()) | Err(RomError::Nack { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) async fn get(c: &mut RomClient<'_>) -> Result<GetInfo, RomError> {
     send(c, op::GET, &[]).await?;
     ack(c, op::GET, "command", RESPONSE, None).await?;

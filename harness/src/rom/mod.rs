@@ -193,7 +193,8 @@ impl<'r> RomClient<'r> {
         for attempt in 0..attempts {
             let r = match &mut self.link {
                 Link::Usart(_) => self.sync().await,
-                Link::Can { .. } => Ok(()),
+                Link::Can { fd: false, .. } => can::sync(self).await,
+                Link::Can { fd: true, .. } => Ok(()),
             };
             let r = match r {
                 Ok(()) => self.check_id().await,
@@ -220,12 +221,20 @@ impl<'r> RomClient<'r> {
         }
     }
 
-    /// Get Version: the bootloader version byte (0x93 = V9.3).
+    /// Get Version: the protocol version of this interface (AN3155 §3.2; USART V3.1 = 0x31,
+    /// FDCAN V1.1 = 0x11, bxCAN V2.0 = 0x20). The bootloader ID is [`RomClient::bootloader_id`].
     pub async fn get_version(&mut self) -> Result<u8, RomError> {
         match self.link {
             Link::Can { .. } => can::get_version(self).await,
             Link::Usart(_) => usart::get_version(self).await,
         }
+    }
+
+    /// The bootloader ID (AN2606 §4.2: "programmed in the last byte address - 1 of the device
+    /// system memory and can be read by using the Read memory command"), e.g. 0x93 = V9.3.
+    pub async fn bootloader_id(&mut self) -> Result<u8, RomError> {
+        let at = self.board.identity.bootloader_id_address;
+        Ok(self.read_memory(at, 1).await?[0])
     }
 
     /// Get ID: the product ID, unchecked.
@@ -258,22 +267,35 @@ impl<'r> RomClient<'r> {
         }
     }
 
-    /// Write Memory: up to 256 bytes. Flash writes must be aligned to the flash word (32 bytes
-    /// on H7) in address and length.
+    /// Write Memory: up to 256 bytes. A flash write is padded with erased bytes to whole
+    /// flash words and to the family's Write Memory alignment (AN2606 §4.6 Table 7), whichever
+    /// is larger: an unaligned write fails and makes every later one fail until reset, and a
+    /// flash word written in two parts is programmed twice (an ECC error on the H7, refused on
+    /// the G0). The padding programs nothing where the flash is erased.
     pub async fn write_memory(&mut self, addr: u32, data: &[u8]) -> Result<(), RomError> {
         check_block(addr, data.len(), "Write Memory")?;
-        let word = self.board.flash.word.max(self.board.rom.write_alignment);
-        if self.board.flash.contains(addr) && (!addr.is_multiple_of(word) || !data.len().is_multiple_of(word as usize))
-        {
+        let word = self.board.flash.word.max(self.board.rom.write_alignment).max(1);
+        if !self.board.flash.contains(addr) {
+            return match self.link {
+                Link::Can { .. } => can::write_memory(self, addr, data).await,
+                Link::Usart(_) => usart::write_memory(self, addr, data).await,
+            };
+        }
+        let start = addr - addr % word;
+        let end = (addr as u64 + data.len() as u64).div_ceil(word as u64) * word as u64;
+        let mut buf = vec![self.board.flash.erased; (end - start as u64) as usize];
+        buf[(addr - start) as usize..(addr - start) as usize + data.len()].copy_from_slice(data);
+        if buf.len() > MAX_BLOCK {
             return Err(RomError::Invalid(format!(
-                "Write Memory of {} bytes at {addr:#010x}: {} flash writes must start on a {word}-byte boundary and be a multiple of {word} bytes (a partial flash word corrupts its ECC)",
+                "Write Memory of {} bytes at {addr:#010x}: padded to {} bytes on {}'s {word}-byte boundaries, more than one command moves (256); split it on {word}-byte boundaries",
                 data.len(),
+                buf.len(),
                 self.board.name
             )));
         }
         match self.link {
-            Link::Can { .. } => can::write_memory(self, addr, data).await,
-            Link::Usart(_) => usart::write_memory(self, addr, data).await,
+            Link::Can { .. } => can::write_memory(self, start, &buf).await,
+            Link::Usart(_) => usart::write_memory(self, start, &buf).await,
         }
     }
 

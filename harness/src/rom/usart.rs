@@ -53,25 +53,27 @@ async fn ack(
     }
 }
 
-/// Set 8E1, send 0x7F, expect ACK. A bootloader already synced takes 0x7F as a command byte:
-/// complete it with 0x80 and take its NACK as proof of life.
+/// Set 8E1, send 0x7F, expect ACK. Only 0x7F ever goes out before the bootloader has answered:
+/// any other first byte would make its autobaud measure a wrong rate, kept until reset (AN2606
+/// §99.2, "Receiving characters different from 0x7F … causes bootloader to start communication
+/// using a wrong baudrate"). Without an answer, a second 0x7F: a bootloader still starting
+/// syncs on it (ACK); one synced earlier took the first 0x7F as a command byte and now NACKs a
+/// complement that does not match. Either answer proves a bootloader at this rate.
 pub(super) async fn sync(c: &mut RomClient<'_>) -> Result<(), RomError> {
     let baud = c.port().config().baud;
     c.port().configure(SerialConfig::e81(baud)).await?;
     c.port().discard_input().await?;
-    write(c, &[SYNC]).await?;
-    match read(c, 1, "sync (0x7F)", "autobaud", Duration::from_millis(100)).await {
-        Ok(b) if b[0] == ACK => Ok(()),
-        Ok(b) => Err(RomError::Protocol { command: "sync (0x7F)", got: format!("{:#04x}", b[0]) }),
-        Err(RomError::Timeout { .. }) => {
-            write(c, &[!SYNC]).await?;
-            match read(c, 1, "sync (0x7F)", "autobaud", Duration::from_millis(100)).await {
-                Ok(b) if b[0] == NACK => Ok(()),
-                _ => Err(c.timeout("sync (0x7F)", "autobaud", Duration::from_millis(200))),
-            }
+    let wait = Duration::from_millis(100);
+    for _ in 0..2 {
+        write(c, &[SYNC]).await?;
+        match read(c, 1, "sync (0x7F)", "autobaud", wait).await {
+            Ok(b) if b[0] == ACK || b[0] == NACK => return Ok(()),
+            Ok(b) => return Err(RomError::Protocol { command: "sync (0x7F)", got: format!("{:#04x}", b[0]) }),
+            Err(RomError::Timeout { .. }) => {}
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    Err(c.timeout("sync (0x7F)", "autobaud", wait * 2))
 }
 
 async fn command(c: &mut RomClient<'_>, cmd: u8, hint: Option<&'static str>) -> Result<(), RomError> {

@@ -556,11 +556,13 @@ impl Board {
             st.backup.read(addr, buf);
             return Ok(());
         }
-        if p.is_system_memory(addr)
-            && addr as u64 + len as u64 <= p.system_memory.base as u64 + p.system_memory.size as u64
-        {
+        let info = |a: u32| self.info_byte(a).is_some();
+        let in_sys = p.is_system_memory(addr)
+            && addr as u64 + len as u64 <= p.system_memory.base as u64 + p.system_memory.size as u64;
+        if in_sys || (0..len).all(|i| info(addr + i)) {
             for (i, b) in buf.iter_mut().enumerate() {
-                *b = self.system_memory_byte(addr + i as u32);
+                let a = addr + i as u32;
+                *b = self.info_byte(a).unwrap_or_else(|| self.system_memory_byte(a));
             }
             return Ok(());
         }
@@ -573,10 +575,26 @@ impl Board {
         Err(McuError::BusFault(addr))
     }
 
+    /// The device information area (the reference manual's "device electronic signature"): a
+    /// fixed 96-bit unique ID and the flash size register (KiB, 16 bits), at the profile's
+    /// addresses.
+    pub(crate) fn info_byte(&self, addr: u32) -> Option<u8> {
+        let id = &self.profile.identity;
+        if (id.uid_address..id.uid_address + 12).contains(&addr) {
+            let uid: [u8; 12] = *b"BOOTPROOF-ID";
+            return Some(uid[(addr - id.uid_address) as usize]);
+        }
+        if (id.flash_size_address..id.flash_size_address + 2).contains(&addr) {
+            let kib = (self.profile.flash.size() / 1024) as u16;
+            return Some(kib.to_le_bytes()[(addr - id.flash_size_address) as usize]);
+        }
+        None
+    }
+
     pub(crate) fn system_memory_byte(&self, addr: u32) -> u8 {
         let p = &self.profile;
         if addr == p.identity.bootloader_id_address {
-            return p.identity.bootloader_version;
+            return p.identity.bootloader_id;
         }
         let entry = p.system_memory.bootloader_entry;
         if addr >= entry && addr < entry + 8 {

@@ -86,6 +86,12 @@ pub enum FlashFault {
     /// The sector is write-protected.
     #[error("sector {0} is write-protected")]
     WriteProtected(u32),
+    /// The controller refused a program of a word that is not erased (PROGERR); the word keeps
+    /// its data.
+    #[error(
+        "flash word at {0:#010x} is not erased: the controller refused the program (PROGERR); erase the page first"
+    )]
+    NotErased(u32),
 }
 
 /// The user flash array.
@@ -95,6 +101,7 @@ pub struct FlashArray {
     word: u32,
     erased: u8,
     ecc: bool,
+    reprogram: bootproof_fixtures::Reprogram,
     data: Vec<u8>,
     words: Vec<WordState>,
     sectors: Vec<Sector>,
@@ -116,6 +123,7 @@ impl FlashArray {
             word: geometry.word,
             erased: geometry.erased,
             ecc: geometry.ecc,
+            reprogram: geometry.reprogram,
             data: vec![geometry.erased; size],
             words: vec![WordState::Erased; size / geometry.word as usize],
             sectors,
@@ -279,13 +287,20 @@ impl FlashArray {
         }
         let i = self.word_index(addr);
         let off = (addr - self.base) as usize;
-        self.program_count += 1;
         let old = self.words[i];
+        if self.reprogram == bootproof_fixtures::Reprogram::RefusedUnlessZero
+            && self.data[off..off + data.len()].iter().any(|b| *b != self.erased)
+            && data.iter().any(|b| *b != 0)
+        {
+            return Err(FlashFault::NotErased(addr));
+        }
+        self.program_count += 1;
         // NOR: programming can only clear bits.
         for (d, s) in self.data[off..off + data.len()].iter_mut().zip(data) {
             *d &= *s;
         }
-        if self.ecc && old != WordState::Erased {
+        let zero_allowed = self.reprogram == bootproof_fixtures::Reprogram::RefusedUnlessZero;
+        if self.ecc && old != WordState::Erased && !zero_allowed {
             self.words[i] = WordState::Inconsistent;
             return Err(FlashFault::Overwrite(addr));
         }

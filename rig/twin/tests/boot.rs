@@ -132,15 +132,22 @@ async fn ram_survives_system_reset_but_not_power_off() {
     rig.power().unwrap().power_on().await.unwrap();
     let marker = *b"bootproof marker";
     let probe = rig.probe().unwrap();
-    probe.write_memory(0x2400_1000, &marker).await.unwrap(); // AXI SRAM
+    probe.write_memory(0x2400_8000, &marker).await.unwrap(); // AXI SRAM
     probe.write_memory(0x3880_0000, &marker).await.unwrap(); // backup SRAM
+    // In the ROM bootloader's own RAM (AN2606 Table 133: "16 Kbytes, starting from address
+    // 0x24000000, are used by the bootloader firmware"), and in its DTCM below 0x2000_4100.
+    probe.write_memory(0x2400_1000, &marker).await.unwrap();
+    probe.write_memory(0x2000_0100, &marker).await.unwrap();
     rig.reset().unwrap().pulse_reset(None).await.unwrap();
-    assert_eq!(rig.probe().unwrap().read_memory(0x2400_1000, 16).await.unwrap(), marker, "NRST keeps RAM");
+    assert_eq!(rig.probe().unwrap().read_memory(0x2400_8000, 16).await.unwrap(), marker, "NRST keeps RAM");
+    for at in [0x2400_1000, 0x2000_0100] {
+        assert_ne!(rig.probe().unwrap().read_memory(at, 16).await.unwrap(), marker, "the ROM ran and used {at:#x}");
+    }
     rig.probe().unwrap().reset().await.unwrap();
-    assert_eq!(rig.probe().unwrap().read_memory(0x2400_1000, 16).await.unwrap(), marker, "software reset keeps RAM");
+    assert_eq!(rig.probe().unwrap().read_memory(0x2400_8000, 16).await.unwrap(), marker, "software reset keeps RAM");
     assert_eq!(rig.probe().unwrap().read_memory(0x3880_0000, 16).await.unwrap(), marker);
     rig.power().unwrap().power_cycle(None).await.unwrap();
-    assert_ne!(rig.probe().unwrap().read_memory(0x2400_1000, 16).await.unwrap(), marker, "power-off loses RAM");
+    assert_ne!(rig.probe().unwrap().read_memory(0x2400_8000, 16).await.unwrap(), marker, "power-off loses RAM");
     assert_ne!(
         rig.probe().unwrap().read_memory(0x3880_0000, 16).await.unwrap(),
         marker,

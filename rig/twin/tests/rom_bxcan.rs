@@ -48,13 +48,17 @@ impl Bench {
 #[tokio::test(start_paused = true)]
 async fn get_get_version_get_id() {
     let mut b = Bench::new().await;
+    // AN2662 §3.4 (= AN3154 §3.2): ACK, N = 12, the version, 12 opcodes with Speed, ACK.
     let r = b.x(0x00, &[]).await;
+    assert_eq!(r.len(), 16);
     assert_eq!(r[0], [ACK]);
-    assert_eq!(r[1], [11], "N = bytes that follow - 1");
-    assert_eq!(r[2], [0x20]);
-    let cmds: Vec<u8> = r[3..14].iter().map(|f| f[0]).collect();
-    assert_eq!(cmds, [0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x43, 0x63, 0x73, 0x82, 0x92], "bxCAN erase is 0x43");
-    assert_eq!(b.x(0x01, &[]).await, vec![vec![ACK], vec![0x90], vec![0, 0], vec![ACK]]);
+    assert_eq!(r[1], [12], "N = bytes that follow - 1");
+    assert_eq!(r[2], [0x20], "CAN protocol V2.0 (AN2606 Table 3, F446)");
+    let cmds: Vec<u8> = r[3..15].iter().map(|f| f[0]).collect();
+    assert_eq!(cmds, [0x00, 0x01, 0x02, 0x03, 0x11, 0x21, 0x31, 0x43, 0x63, 0x73, 0x82, 0x92], "bxCAN erase is 0x43");
+    assert_eq!(r[15], [ACK]);
+    // Get Version: the protocol version (AN2606 §4.2), not the bootloader ID 0x90.
+    assert_eq!(b.x(0x01, &[]).await, vec![vec![ACK], vec![0x20], vec![0, 0], vec![ACK]]);
     b.alive().await;
     insta::assert_snapshot!("bxcan_get_version_id", b.tr.text());
 }
@@ -122,4 +126,45 @@ async fn fd_frames_do_not_reach_a_bxcan_bootloader() {
     let mut tr = Transcript::new();
     let r = exchange(&mut fd_tool, &mut tr, fd(0x02, &[]), Q).await;
     assert!(r.is_empty(), "a classic controller cannot take FD frames");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sync_frame_is_acked() {
+    // AN2662 §3.2: "Synchronization byte, 0x79, is in the RX identifier and not in the data
+    // field"; the bootloader answers ACK.
+    let mut b = Bench::new().await;
+    assert_eq!(b.x(0x79, &[]).await, vec![vec![ACK]]);
+    b.alive().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn speed_acks_at_the_old_rate_then_serves_at_the_new_one() {
+    let mut b = Bench::new().await;
+    // AN2662 §3.7: 0x02 = 250 kbit/s. The first ACK at 125 kbit/s; the second at 250 kbit/s,
+    // which a 125 kbit/s host cannot receive.
+    assert_eq!(b.x_wait(0x03, &[0x02], Duration::from_millis(20)).await, vec![vec![ACK]]);
+    let mut fast =
+        bootproof_rig::RigBuilder::new("fast", bootproof_fixtures::BoardProfile::builtin("stm32f446re").unwrap())
+            .can(Box::new(b.twin.attach_can("host-250k", bootproof_rig::can::Bitrates::classic(250_000))))
+            .build();
+    let r = exchange(fast.can().unwrap(), &mut b.tr, classic(0x02, &[]), Q).await;
+    assert_eq!(payload(&r), vec![vec![ACK], vec![0x04, 0x21], vec![ACK]], "Get ID at 250 kbit/s");
+    // A code outside 1..=4: NACK, the rate stays.
+    let r = exchange(fast.can().unwrap(), &mut b.tr, classic(0x03, &[0x07]), Q).await;
+    assert_eq!(payload(&r), vec![vec![NACK]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_protect_takes_the_count_then_the_sector_codes() {
+    let mut b = Bench::new().await;
+    // AN3154 §3.10: a frame with N (here 2), ACK; the sector codes; ACK; the option bytes reload.
+    assert_eq!(b.x(0x63, &[0x02]).await, vec![vec![ACK]]);
+    assert_eq!(b.x(0x04, &[0x05, 0x06]).await, vec![vec![ACK]]);
+    bootproof_rig::time::sleep(Duration::from_millis(120)).await;
+    let protected: Vec<bool> = (4..7).map(|s| b.twin.board().state().flash.is_protected(s)).collect();
+    assert_eq!(protected, [false, true, true]);
+    // A count of 0 is refused, nothing changes.
+    let mut b = Bench::new().await;
+    assert_eq!(b.x(0x63, &[0x00]).await, vec![vec![NACK]]);
+    assert!(!(0..8).any(|s| b.twin.board().state().flash.is_protected(s)));
 }

@@ -83,7 +83,9 @@ async fn get_lists_the_fdcan_command_set() {
 #[tokio::test(start_paused = true)]
 async fn get_version_and_get_id() {
     let mut b = Bench::new().await;
-    assert_eq!(b.x(0x01, &[]).await, vec![vec![ACK], vec![0x93], vec![0, 0], vec![ACK]]);
+    // Get Version: the FDCAN protocol version V1.1 (AN5405 §3.2, AN2606 Table 3), not the
+    // bootloader ID 0x93 (read from system memory instead).
+    assert_eq!(b.x(0x01, &[]).await, vec![vec![ACK], vec![0x11], vec![0, 0], vec![ACK]]);
     b.alive().await;
     insta::assert_snapshot!("fdcan_get_version_get_id", b.tr.text());
 }
@@ -189,7 +191,8 @@ async fn malformed_requests_get_nack_and_change_nothing() {
 async fn unaligned_h7_write_is_nacked_and_later_writes_fail_until_reset() {
     let mut b = Bench::new().await;
     let before = fingerprint(&b.twin);
-    assert_eq!(b.write(0x0802_0008, &[0x11; 32]).await, vec![vec![ACK], vec![NACK]], "address not 32-byte aligned");
+    // AN2606 §4.6 Table 7: 8 bytes on the H72x.
+    assert_eq!(b.write(0x0802_0004, &[0x11; 32]).await, vec![vec![ACK], vec![NACK]], "address not 8-byte aligned");
     assert_eq!(fingerprint(&b.twin), before);
     // AN2606 §4.6: every following program operation fails as well.
     assert_eq!(b.write(0x0802_0000, &[0x22; 32]).await, vec![vec![ACK], vec![NACK]]);
@@ -197,16 +200,36 @@ async fn unaligned_h7_write_is_nacked_and_later_writes_fail_until_reset() {
     b.alive().await;
     b.rig.reset_into_rom().await.unwrap();
     assert_eq!(b.write(0x0802_0000, &[0x22; 32]).await, vec![vec![ACK], vec![ACK]], "a reset clears the error");
-    // Length not a whole flash word.
+    // Length not a multiple of the alignment.
     let mut b = Bench::new().await;
     let before = fingerprint(&b.twin);
-    assert_eq!(b.write(0x0802_0000, &[0x33; 16]).await, vec![vec![ACK], vec![NACK]]);
+    assert_eq!(b.write(0x0802_0000, &[0x33; 12]).await, vec![vec![ACK], vec![NACK]]);
     assert_eq!(fingerprint(&b.twin), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_aligned_part_of_a_flash_word_programs_the_word_and_the_rest_is_a_second_program() {
+    let mut b = Bench::new().await;
+    // 8-byte aligned, 16 bytes: the ROM programs the whole 32-byte word, the rest erased.
+    assert_eq!(b.write(0x0802_0008, &[0x33; 16]).await, vec![vec![ACK], vec![ACK]]);
+    let r = b.read(0x0802_0000, 32).await;
+    let back = flat(&r[1..r.len() - 1]);
+    assert_eq!(&back[..8], &[0xFF; 8]);
+    assert_eq!(&back[8..24], &[0x33; 16]);
+    // The rest of that word, later: a second program of the word, its ECC no longer matches.
+    assert_eq!(b.write(0x0802_0018, &[0x44; 8]).await, vec![vec![ACK], vec![NACK]]);
+    assert_eq!(
+        b.twin.board().state().flash.word_state(0x0802_0000),
+        bootproof_twin::flash::WordState::Inconsistent,
+        "ECC double error"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn write_protection_blocks_writes_and_erases_until_removed() {
     let mut b = Bench::new().await;
+    // Data in sector 2 (unprotected), to see that a refused mass erase erases nothing.
+    assert_eq!(b.write(0x0804_0000, &[0x45; 32]).await, vec![vec![ACK], vec![ACK]]);
     // Protect sector 3: ACK, ACK, then the option bytes reload (a reset back into the ROM).
     let r = b.x(0x63, &[0x01, 0x03]).await;
     assert_eq!(r, vec![vec![ACK], vec![ACK]]);
@@ -216,12 +239,14 @@ async fn write_protection_blocks_writes_and_erases_until_removed() {
     // AN5405: no error is returned for writes to protected sectors, and nothing is written.
     assert_eq!(b.write(0x0806_0000, &[0x44; 32]).await, vec![vec![ACK], vec![ACK]]);
     assert_eq!(fingerprint(&b.twin), before);
-    // Erasing it is refused.
+    // Erasing it: "No error is returned when performing erase operations on write-protected
+    // sectors" (AN5405 §3.7): ACK, nothing erased.
     assert_eq!(b.x(0x44, &[0x00, 0x01]).await, vec![vec![ACK], vec![ACK]]);
     b.send(fd(0x44, &[0x00, 0x03])).await;
-    assert_eq!(b.collect(Q).await, vec![vec![NACK]]);
-    assert_eq!(b.x(0x44, &[0xFF, 0xFF]).await, vec![vec![NACK]], "mass erase with a protected sector");
+    assert_eq!(b.collect(Q).await, vec![vec![ACK]]);
     assert_eq!(fingerprint(&b.twin), before);
+    assert_eq!(b.x(0x44, &[0xFF, 0xFF]).await, vec![vec![ACK], vec![ACK]], "mass erase with a protected sector");
+    assert_eq!(fingerprint(&b.twin), before, "nothing erased, not even the unprotected sector 2");
     // Write Unprotect removes it (and resets).
     assert_eq!(b.x(0x73, &[]).await, vec![vec![ACK], vec![ACK]]);
     bootproof_rig::time::sleep(Duration::from_millis(60)).await;

@@ -65,7 +65,8 @@ async fn get_get_version_get_id_h723() {
     let mut b = Bench::new("stm32h723zg").await;
     let r = b.cmd(0x00).await;
     assert_eq!(r, vec![ACK, 11, 0x31, 0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x44, 0x63, 0x73, 0x82, 0x92, ACK]);
-    assert_eq!(b.cmd(0x01).await, vec![ACK, 0x93, 0, 0, ACK]);
+    // Get Version: USART protocol V3.1 (AN3155 §3.2), not the bootloader ID 0x93.
+    assert_eq!(b.cmd(0x01).await, vec![ACK, 0x31, 0, 0, ACK]);
     b.alive().await;
     insta::assert_snapshot!("usart_get_h723", b.tr.text());
 }
@@ -144,13 +145,13 @@ async fn malformed_requests_get_nack_and_change_nothing() {
     assert_eq!(fingerprint(&b.twin), before);
     b.alive().await;
 
-    // Unaligned H7 write: NACK after the data; flash unchanged.
-    assert_eq!(b.write(0x0802_0108, &[0x66; 32]).await, vec![ACK, ACK, NACK]);
+    // Unaligned H7 write (AN2606 Table 7: 8 bytes): NACK after the data; flash unchanged.
+    assert_eq!(b.write(0x0802_0104, &[0x66; 32]).await, vec![ACK, ACK, NACK]);
     assert_eq!(fingerprint(&b.twin), before);
 }
 
 #[tokio::test(start_paused = true)]
-async fn write_protected_sector_is_nacked_on_usart() {
+async fn write_protected_sector_is_acked_and_left_unchanged_on_usart() {
     let mut b = Bench::new("stm32h723zg").await;
     // Write Protect sector 2: N = 0, sector 2, checksum.
     assert_eq!(b.cmd(0x63).await, vec![ACK]);
@@ -160,8 +161,17 @@ async fn write_protected_sector_is_nacked_on_usart() {
     // After the reset the bootloader needs a new sync.
     assert_eq!(usart_sync(&mut b.rig, &mut b.tr).await, vec![ACK]);
     let before = fingerprint(&b.twin);
-    assert_eq!(b.write(0x0804_0000, &[1; 32]).await, vec![ACK, ACK, NACK]);
+    // AN3155 §3.6: "No error is returned when performing write operations on write-protected
+    // sectors."
+    assert_eq!(b.write(0x0804_0000, &[1; 32]).await, vec![ACK, ACK, ACK]);
     assert_eq!(fingerprint(&b.twin), before);
+    // AN3155 §3.8: nor for erase operations. Extended Erase of sector 2: N = 0, sector 2.
+    let mut req = vec![0x00, 0x00, 0x00, 0x02];
+    req.push(xor(&req));
+    assert_eq!(b.cmd(0x44).await, vec![ACK]);
+    assert_eq!(b.x(&req).await, vec![ACK]);
+    assert_eq!(fingerprint(&b.twin), before);
+    b.alive().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -186,4 +196,28 @@ async fn wrong_framing_gets_no_answer() {
     let mut tr = Transcript::new();
     rig.console().unwrap().configure(SerialConfig::n81(115_200)).await.unwrap();
     assert!(usart_xfer(&mut rig, &mut tr, &[0x7F], Q).await.is_empty(), "8N1 sync: nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn g0_a_second_program_of_a_double_word_is_refused_and_keeps_the_data() {
+    let mut b = Bench::new("stm32g071rb").await;
+    // AN2606 Table 7: 4-byte alignment on the G0; the ROM programs the whole 64-bit double word.
+    assert_eq!(b.write(0x0800_1004, &[0x5A; 4]).await, vec![ACK, ACK, ACK]);
+    let before = fingerprint(&b.twin);
+    // The other half of that double word: a second program. RM0440/RM0490 (the G0's flash
+    // design): PROGERR, "the operation is aborted": NACK, the old data stays readable.
+    assert_eq!(b.write(0x0800_1000, &[0x11; 4]).await, vec![ACK, ACK, NACK]);
+    assert_eq!(fingerprint(&b.twin), before);
+    let mut back = [0u8; 8];
+    b.twin.board().state().flash.read(0x0800_1000, &mut back).unwrap();
+    assert_eq!(back, [0xFF, 0xFF, 0xFF, 0xFF, 0x5A, 0x5A, 0x5A, 0x5A]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn f4_writes_need_4_byte_alignment() {
+    let mut b = Bench::new("stm32f446re").await;
+    let before = fingerprint(&b.twin);
+    // AN2606 §4.6 Table 7: "STM32F4 | 4 bytes".
+    assert_eq!(b.write(0x0800_4002, &[0x12; 4]).await, vec![ACK, ACK, NACK]);
+    assert_eq!(fingerprint(&b.twin), before);
 }

@@ -13,12 +13,6 @@ use bootproof_fixtures::BoardProfile;
 use super::periph::{FlashOp, Peripherals, Unmodelled};
 use crate::board::{Board, State};
 
-/// The device information area (RM0468 §62): unique ID at `0x1FF1_E800`, flash size in KiB at
-/// `0x1FF1_E880`.
-pub const UID_BASE: u32 = 0x1FF1_E800;
-/// Flash size register.
-pub const FLASHSIZE_BASE: u32 = 0x1FF1_E880;
-
 /// The bus over one quantum: the board's state is locked for its duration.
 pub struct SocBus<'a> {
     /// The board's state.
@@ -43,16 +37,7 @@ impl SocBus<'_> {
     }
 
     fn info_byte(&self, addr: u32) -> Option<u8> {
-        if (UID_BASE..UID_BASE + 12).contains(&addr) {
-            // A fixed, board-specific unique ID (96 bits).
-            let uid: [u8; 12] = *b"BOOTPROOF-H7";
-            return Some(uid[(addr - UID_BASE) as usize]);
-        }
-        if (FLASHSIZE_BASE..FLASHSIZE_BASE + 2).contains(&addr) {
-            let kib = (self.profile.flash.size() / 1024) as u16;
-            return Some(kib.to_le_bytes()[(addr - FLASHSIZE_BASE) as usize]);
-        }
-        None
+        self.board.info_byte(addr)
     }
 
     /// An access nothing here answers. In the peripheral space (0x4000_0000..0x6000_0000) the

@@ -1,17 +1,21 @@
 //! AN3154: the ROM bootloader over classic CAN (bxCAN).
 //!
-//! 8-byte frames, 11-bit IDs equal to the command. Get = ACK, N (bytes that follow minus one),
-//! version, one frame per opcode, ACK. Write Memory = command frame (address + N), ACK, then data
-//! frames of up to 8 bytes (any ID; 0x04 recommended) each ACKed, then a final ACK once written.
-//! Erase (0x43) = one frame: 0xFF for a global erase, else up to 8 sector numbers; ACK, then ACK
-//! once erased. Write Protect = one frame of sector numbers.
+//! 8-byte frames, 11-bit IDs equal to the command. The host opens with a synchronisation frame,
+//! ID 0x79, which the bootloader ACKs (AN2662 §3.2). Get = ACK, N = 12 (bytes that follow minus
+//! one), the protocol version (V2.0), one frame per opcode (12, with Speed), ACK. Speed (0x03) =
+//! one byte, 1..=4 for 125/250/500/1000 kbit/s: ACK at the old rate, ACK at the new one. Write
+//! Memory = command frame (address + N), ACK, then data frames of up to 8 bytes (any ID; 0x04
+//! recommended) each ACKed, then a final ACK once written. Erase (0x43) = one frame: 0xFF for
+//! a global erase, else up to 8 sector numbers; ACK, then ACK once erased. Write Protect = a
+//! frame with the number of sectors, ACK, then frames with the sector codes, ACK, reset
+//! (AN3154 §3.10).
 
 use std::time::Duration;
 
 use bootproof_rig::CanBus;
 use bootproof_rig::can::{CanEvent, CanFrame, CanId};
 
-use super::{ACK, After, EraseRequest, NACK, RomCore, commands, op};
+use super::{ACK, After, EraseRequest, NACK, RomCore, commands, op, version};
 use crate::bus::CanPort;
 
 const WAIT: Duration = Duration::from_secs(3600);
@@ -64,7 +68,7 @@ impl Session {
         let ok = match cmd {
             op::GET => {
                 let cmds = commands(self.core.kind);
-                let version = p.rom.transport(self.core.kind).map(|t| t.protocol_version()).unwrap_or(0x20);
+                let version = version(&p, self.core.kind);
                 let mut ok = self.ack(cmd).await
                     && self.send(cmd, &[cmds.len() as u8]).await
                     && self.send(cmd, &[version]).await;
@@ -73,9 +77,28 @@ impl Session {
                 }
                 ok && self.ack(cmd).await
             }
+            op::CAN_SYNC => self.ack(cmd).await,
+            op::SPEED => {
+                let rate = match data.as_slice() {
+                    [1] => 125_000,
+                    [2] => 250_000,
+                    [3] => 500_000,
+                    [4] => 1_000_000,
+                    _ => return self.reply(cmd, false).await,
+                };
+                if !self.ack(cmd).await {
+                    return After::Stop;
+                }
+                match mcu.can(bootproof_rig::can::Bitrates::classic(rate)) {
+                    Ok(port) => self.port = port,
+                    Err(_) => return After::Stop,
+                }
+                mcu.log(format!("ROM: bxCAN at {} kbit/s (Speed)", rate / 1000));
+                self.ack(cmd).await
+            }
             op::GET_VERSION => {
                 self.ack(cmd).await
-                    && self.send(cmd, &[p.identity.bootloader_version]).await
+                    && self.send(cmd, &[version(&p, self.core.kind)]).await
                     && self.send(cmd, &[0x00, 0x00]).await
                     && self.ack(cmd).await
             }
@@ -159,10 +182,25 @@ impl Session {
                 return self.core.go(addr);
             }
             op::WRITE_PROTECT => {
-                if protected || !self.core.write_protect(&data) {
+                // The number of sectors (assumption `bxcan-write-protect-count`: the plain count,
+                // AN3154's "0 < N ≤ 255"), then the sector codes in frames of up to 8.
+                let n = match data.as_slice() {
+                    [n] if *n > 0 && !protected => *n as usize,
+                    _ => return self.reply(cmd, false).await,
+                };
+                if !self.ack(cmd).await {
+                    return After::Stop;
+                }
+                let mut sectors = Vec::with_capacity(n);
+                while sectors.len() < n {
+                    let Some(f) = self.next_frame().await else { return After::Stop };
+                    let take = (n - sectors.len()).min(f.data().len());
+                    sectors.extend_from_slice(&f.data()[..take]);
+                }
+                if !self.core.write_protect(&sectors) {
                     return self.reply(cmd, false).await;
                 }
-                if !(self.ack(cmd).await && self.ack(cmd).await) {
+                if !self.ack(cmd).await {
                     return After::Stop;
                 }
                 return self.core.option_reload().await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bootproof_rig::CanBus;
 use bootproof_rig::can::{CanEvent, CanFrame, CanId};
 
-use super::{ACK, After, EraseRequest, NACK, RomCore, commands, op};
+use super::{ACK, After, EraseRequest, NACK, RomCore, commands, op, version};
 use crate::bus::CanPort;
 
 const WAIT: Duration = Duration::from_secs(3600);
@@ -61,7 +61,7 @@ impl Session {
         let ok = match cmd {
             op::GET => {
                 let cmds = commands(self.core.kind);
-                let version = p.rom.transport(self.core.kind).map(|t| t.protocol_version()).unwrap_or(0x11);
+                let version = version(&p, self.core.kind);
                 let mut ok = self.ack(cmd).await
                     && self.send(cmd, &[cmds.len() as u8]).await
                     && self.send(cmd, &[version]).await;
@@ -72,7 +72,7 @@ impl Session {
             }
             op::GET_VERSION => {
                 self.ack(cmd).await
-                    && self.send(cmd, &[p.identity.bootloader_version]).await
+                    && self.send(cmd, &[version(&p, self.core.kind)]).await
                     && self.send(cmd, &[0x00, 0x00]).await
                     && self.ack(cmd).await
             }

@@ -26,6 +26,13 @@ use crate::uart::BoardRx;
 
 pub use bootproof_rig::stm32rom::{ACK, EraseRequest, NACK, commands, op};
 
+/// The protocol version of interface `kind`: the version byte of Get and Get Version (AN3155,
+/// AN3154, AN5405: "bootloader version" there means the protocol's, e.g. USART V3.1 = 0x31), not
+/// the bootloader ID that AN2606 lists per device and tools read from system memory.
+pub(crate) fn version(p: &bootproof_fixtures::BoardProfile, kind: RomTransportKind) -> u8 {
+    p.rom.transport(kind).map(|t| t.protocol_version()).unwrap_or(0)
+}
+
 /// Outcome of a command that may end the session.
 pub(crate) enum After {
     /// Keep serving.
@@ -66,7 +73,12 @@ impl RomCore {
         let p = self.mcu.profile();
         let sys = &p.system_memory;
         let in_sys = addr >= sys.base && addr as u64 + len as u64 <= sys.base as u64 + sys.size as u64;
-        self.in_flash(addr, len) || self.in_rom_ram(addr, len) || in_sys
+        let id = &p.identity;
+        let within = |base: u32, size: u32| addr >= base && addr as u64 + len as u64 <= base as u64 + size as u64;
+        // The device information area: unique ID and flash size (what tools read to identify
+        // the part).
+        let info = within(id.uid_address, 12) || within(id.flash_size_address, 2);
+        self.in_flash(addr, len) || self.in_rom_ram(addr, len) || in_sys || info
     }
 
     /// Whether Go may jump to `addr`.
@@ -101,7 +113,8 @@ impl RomCore {
         if !self.in_flash(addr, len) {
             return Ok(false);
         }
-        let align = self.mcu.profile().rom.write_alignment.max(self.mcu.profile().flash.word);
+        // AN2606 §4.6 Table 7: the address alignment per family (and §4.4: lengths in words).
+        let align = self.mcu.profile().rom.write_alignment;
         if !addr.is_multiple_of(align) || !len.is_multiple_of(align) {
             self.program_error = true;
             self.mcu
@@ -115,11 +128,21 @@ impl RomCore {
         let first = flash.sector_at(addr).map(|s| s.index).unwrap_or(0);
         let last = flash.sector_at(addr + len - 1).map(|s| s.index).unwrap_or(0);
         if (first..=last).any(|s| self.mcu.is_write_protected(s)) {
-            // AN5405: "No error is returned when performing write operations on write
-            // protected sectors". The USART bootloader NACKs.
-            return Ok(self.kind != RomTransportKind::Usart);
+            // "No error is returned when performing write operations on write-protected
+            // sectors" (AN3155 §3.6, AN5405 §3.6, AN3154/AN2662 Write Memory notes): ACK,
+            // nothing written. Assumption `rom-write-protected`.
+            self.mcu.log(format!("ROM: write {addr:#010x}+{len} into a write-protected sector: ACK, nothing written"));
+            return Ok(true);
         }
-        match self.mcu.program(addr, data).await {
+        // Part of a flash word: the whole word is programmed, the rest erased (assumption
+        // `rom-partial-word`); a later write to the rest of it is a second program.
+        let flash = &self.mcu.profile().flash;
+        let word = flash.word.max(1);
+        let start = addr - addr % word;
+        let end = (addr + len).div_ceil(word) * word;
+        let mut buf = vec![flash.erased; (end - start) as usize];
+        buf[(addr - start) as usize..(addr - start + len) as usize].copy_from_slice(data);
+        match self.mcu.program(start, &buf).await {
             Ok(()) => Ok(true),
             Err(McuError::Reset) => Err(McuError::Reset),
             Err(e) => {
@@ -129,26 +152,37 @@ impl RomCore {
         }
     }
 
-    /// Validate an erase request; `true` if it may proceed.
+    /// Validate an erase request; `true` if it may proceed. Write protection is not checked
+    /// here: the erase skips protected sectors and still answers ACK.
     pub fn erase_ok(&self, req: &EraseRequest) -> bool {
         let n = self.mcu.profile().flash.sector_list().len() as u32;
-        let any_protected = (0..n).any(|s| self.mcu.is_write_protected(s));
         match req {
-            EraseRequest::Mass => !any_protected,
-            EraseRequest::Bank(1) => !any_protected,
+            EraseRequest::Mass | EraseRequest::Bank(1) => true,
             EraseRequest::Bank(_) => false, // single-bank parts modelled
-            EraseRequest::Sectors(list) => {
-                !list.is_empty() && list.iter().all(|s| (*s as u32) < n && !self.mcu.is_write_protected(*s as u32))
-            }
+            EraseRequest::Sectors(list) => !list.is_empty() && list.iter().all(|s| (*s as u32) < n),
         }
     }
 
-    /// Perform a validated erase; `true` = ACK.
+    /// Perform a validated erase; `true` = ACK. "No error is returned when performing erase
+    /// operations on write-protected sectors" (AN3155 §3.7/§3.8, AN5405 §3.7, AN2662 §3.11):
+    /// protected sectors are skipped, and a mass erase with any sector protected erases
+    /// nothing (the controller's WRPERR), both answered ACK (assumption `rom-write-protected`).
     pub async fn erase(&self, req: &EraseRequest) -> Result<bool, McuError> {
+        let n = self.mcu.profile().flash.sector_list().len() as u32;
+        let protected: Vec<u32> = (0..n).filter(|s| self.mcu.is_write_protected(*s)).collect();
         let r = match req {
+            EraseRequest::Mass | EraseRequest::Bank(_) if !protected.is_empty() => {
+                self.mcu
+                    .log(format!("ROM: mass erase with sectors {protected:?} write-protected: ACK, nothing erased"));
+                Ok(())
+            }
             EraseRequest::Mass | EraseRequest::Bank(_) => self.mcu.mass_erase().await,
             EraseRequest::Sectors(list) => {
                 for s in list {
+                    if protected.contains(&(*s as u32)) {
+                        self.mcu.log(format!("ROM: sector {s} is write-protected: skipped, no error"));
+                        continue;
+                    }
                     match self.mcu.erase(*s as u32).await {
                         Ok(()) => {}
                         Err(e) => return if e == McuError::Reset { Err(e) } else { Ok(false) },
@@ -198,6 +232,7 @@ impl RomCore {
 pub(crate) async fn run(mcu: Mcu) {
     let profile = mcu.profile().clone();
     let startup = Duration::from_micros(profile.rom.startup_us as u64);
+    clobber_own_ram(&mcu, &profile);
     if mcu.sleep(startup).await.is_err() {
         return;
     }
@@ -258,6 +293,28 @@ pub(crate) async fn run(mcu: Mcu) {
             }
             // Bus errors, empty reads: keep listening.
             _ => {}
+        }
+    }
+}
+
+/// The bootloader's stack and variables overwrite its own RAM (AN2606's per-device "RAM" rows:
+/// "… are used by the bootloader firmware"): a canary the application kept there is gone.
+/// What exactly it writes is not documented; the twin writes a pattern that differs per run,
+/// so nothing of the old contents can pass for retained (assumption `rom-own-ram`).
+fn clobber_own_ram(mcu: &Mcu, profile: &bootproof_fixtures::BoardProfile) {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0x5EED);
+    let mut x = RUNS.fetch_add(0x9E37_79B9, std::sync::atomic::Ordering::Relaxed) | 1;
+    for [start, end] in &profile.rom.own_ram {
+        let bytes: Vec<u8> = (*start..*end)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        if mcu.write(*start, &bytes).is_err() {
+            mcu.log(format!("ROM: its RAM {start:#010x}..{end:#010x} is not in the board's RAM map"));
         }
     }
 }

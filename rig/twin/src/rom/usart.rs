@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{ACK, After, EraseRequest, NACK, RomCore, commands, op};
+use super::{ACK, After, EraseRequest, NACK, RomCore, commands, op, version};
 use bootproof_rig::stm32rom::xor;
 
 const WAIT: Duration = Duration::from_secs(3600);
@@ -61,14 +61,14 @@ impl Session {
         match cmd {
             op::GET => {
                 let cmds = commands(self.core.kind);
-                let version = p.rom.transport(self.core.kind).map(|t| t.protocol_version()).unwrap_or(0x31);
+                let version = version(&p, self.core.kind);
                 let mut out = vec![ACK, cmds.len() as u8, version];
                 out.extend_from_slice(&cmds);
                 out.push(ACK);
                 if self.send(&out).await { After::Continue } else { After::Stop }
             }
             op::GET_VERSION => {
-                let out = [ACK, p.identity.bootloader_version, 0x00, 0x00, ACK];
+                let out = [ACK, version(&p, self.core.kind), 0x00, 0x00, ACK];
                 if self.send(&out).await { After::Continue } else { After::Stop }
             }
             op::GET_ID => {
