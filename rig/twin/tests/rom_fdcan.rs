@@ -296,3 +296,45 @@ async fn the_rom_answers_only_after_its_startup_time() {
     assert_eq!(payload(&r)[1], vec![0x04, 0x83]);
     assert_eq!(rig.probe().unwrap().core_status().await.unwrap().state, CoreState::Running);
 }
+
+#[tokio::test(start_paused = true)]
+async fn code_started_by_go_finds_the_bootloaders_clock_tree_and_pins() {
+    // A program in RAM stores RCC_CFGR, RCC_D2CCIP1R and GPIOD_MODER at 0x2400_9000, then
+    // spins. AN2606 §4.1: Go does not put the bootloader's registers back to reset values;
+    // Table 133: 66 MHz from the PLL on HSI, FDCAN on PLL1Q (assumption `rom-go-leftovers`).
+    let mut b = Bench::new().await;
+    let base: u32 = 0x2400_8000;
+    let mut prog = Vec::new();
+    prog.extend_from_slice(&0x2400_A000u32.to_le_bytes()); // SP
+    prog.extend_from_slice(&(base + 8 + 1).to_le_bytes()); // reset: Thumb
+    for h in [
+        // Code at base + 8, literals at base + 32..48; PC reads as Align(address + 4, 4).
+        0x4805u16, // +8:  ldr r0, [pc, #20] -> RCC_CFGR
+        0x4A06,    // +10: ldr r2, [pc, #24] -> results
+        0x6801,    // ldr r1, [r0]
+        0x6011,    // str r1, [r2]
+        0x4805,    // +16: ldr r0, [pc, #20] -> RCC_D2CCIP1R
+        0x6801,    // ldr r1, [r0]
+        0x6051,    // str r1, [r2, #4]
+        0x4805,    // +22: ldr r0, [pc, #20] -> GPIOD_MODER
+        0x6801,    // ldr r1, [r0]
+        0x6091,    // str r1, [r2, #8]
+        0xE7FE,    // b .
+        0xBF00,    // nop (literal pool alignment)
+    ] {
+        prog.extend_from_slice(&h.to_le_bytes());
+    }
+    for w in [0x5802_4410u32, 0x2400_9000, 0x5802_4450, 0x5802_0C00] {
+        prog.extend_from_slice(&w.to_le_bytes());
+    }
+    assert_eq!(b.write(base, &prog).await, vec![vec![ACK], vec![ACK]]);
+    let r = b.x_wait(0x21, &base.to_be_bytes(), Duration::from_millis(20)).await;
+    assert_eq!(r, vec![vec![ACK]]);
+    bootproof_rig::time::sleep(Duration::from_millis(5)).await;
+    let mut got = [0u8; 12];
+    b.twin.board().state().ram.read(0x2400_9000, &mut got);
+    let word = |i: usize| u32::from_le_bytes(got[4 * i..4 * i + 4].try_into().unwrap());
+    assert_eq!(word(0) >> 3 & 7, 3, "SWS: PLL1 is the system clock");
+    assert_eq!(word(1) >> 28 & 3, 1, "FDCANSEL: PLL1Q");
+    assert_eq!(word(2) & 0xF, 0b1010, "PD0/PD1 in alternate function mode");
+}

@@ -247,6 +247,9 @@ pub(crate) async fn run(mcu: Mcu, vt: u32, entry: Entry, strict: bool) {
                     (Ok(sp), Ok(pc)) if pc & 1 == 1 => {
                         cpu.jump(sp, pc);
                         cpu.scs.vtor = profile.system_memory.bootloader_entry;
+                        if profile.rom.go_leaves_configured {
+                            bus.p.rom_go_leftovers();
+                        }
                     }
                     _ => {
                         drop(st);

@@ -1712,6 +1712,51 @@ impl Peripherals {
         }
     }
 
+    /// What the ROM bootloader leaves configured when its Go jumps to the application, on the
+    /// H72x (assumption `rom-go-leftovers`). AN2606 §4.1: "When executing the Go command, the
+    /// peripheral registers used by the bootloader are not initialized to their default reset
+    /// values before jumping to the user application"; its Table 133 gives what it set: "The
+    /// system clock frequency is 66 MHz (using PLL clocked by the HSI)", "20 MHz derived from
+    /// the PLLQ is used for FDCAN", "Voltage is set to Voltage Range 3", and the IWDG prescaler
+    /// at its maximum. The bootloader brings up every interface it listens on, so FDCAN1 and
+    /// USART3 keep their clocks and pins (PD0/PD1 AF9, PD8/PD9 AF7). The PLL settings are the
+    /// twin's choice (AN2606 gives the frequencies only): HSI / 32 × 330 = 660 MHz, P / 10,
+    /// Q / 33. (AN3155 §3.5 and AN5405 §3.5 say Go resets the registers it used; AN2606's note
+    /// says it does not: the application must not rely on either.)
+    pub fn rom_go_leftovers(&mut self) {
+        if self.generic.is_some() {
+            return;
+        }
+        let all = u32::MAX;
+        let r = addr::RCC;
+        self.write(r + rcc::PLLCKSELR, 32 << 4, all, 0, 0);
+        self.write(r + rcc::PLL1DIVR, 329 | (9 << 9) | (32 << 16), all, 0, 0);
+        let cr = self.rcc.get(rcc::CR);
+        self.write(r + rcc::CR, cr | (1 << 24), all, 0, 0);
+        self.write(r + rcc::CFGR, 3, all, 0, 0);
+        self.write(r + rcc::D2CCIP1R, 1 << 28, all, 0, 0);
+        let set = |p: &mut Peripherals, off: u32, bits: u32| {
+            let v = p.rcc.get(off) | bits;
+            p.write(r + off, v, all, 0, 0);
+        };
+        set(self, 0xE0, 1 << 3); // AHB4ENR: GPIOD
+        set(self, 0xEC, 1 << 8); // APB1HENR: FDCAN
+        set(self, 0xE8, 1 << 18); // APB1LENR: USART3
+        let d = addr::GPIOA + 3 * 0x400;
+        let moder = self.gpio[3].read(0x00);
+        let af_mode = |m: u32, pin: u32| (m & !(3 << (2 * pin))) | (2 << (2 * pin));
+        let moder = [0, 1, 8, 9].into_iter().fold(moder, af_mode);
+        self.write(d, moder, all, 0, 0);
+        let afrl = (self.gpio[3].read(0x20) & !0xFF) | 0x99;
+        self.write(d + 0x20, afrl, all, 0, 0);
+        let afrh = (self.gpio[3].read(0x24) & !0xFF) | 0x77;
+        self.write(d + 0x24, afrh, all, 0, 0);
+        let d3cr = (self.pwr.read(0x18) & !0xC000) | (1 << 14);
+        self.write(addr::PWR + 0x18, d3cr, all, 0, 0);
+        self.write(addr::IWDG1 + 0x04, 6, all, 0, 0);
+        self.clock_changes.clear();
+    }
+
     /// A write into the flash array while the controller may be programming.
     pub fn flash_write(&mut self, addr: u32, size: u32, value: u32) -> bool {
         self.flash.write_flash(addr, size, value)

@@ -249,7 +249,7 @@ pub(super) async fn serve(core: RomCore, port: CanPort, first: CanFrame) {
                 None => return,
             },
         };
-        if matches!(s.handle(frame).await, After::Stop) || !s.core.mcu.alive() {
+        if s.core.think().await.is_err() || matches!(s.handle(frame).await, After::Stop) || !s.core.mcu.alive() {
             return;
         }
     }

@@ -54,6 +54,13 @@ impl RomCore {
         Self { mcu, kind, program_error: false }
     }
 
+    /// The bootloader's handling time between a request and its first answer (assumption
+    /// `rom-latency`).
+    async fn think(&self) -> Result<(), McuError> {
+        let us = self.mcu.profile().rom.latency.command_us;
+        if us > 0 { self.mcu.sleep(Duration::from_micros(us as u64)).await } else { Ok(()) }
+    }
+
     fn protected(&self) -> bool {
         self.mcu.rdp() == Rdp::Level1
     }

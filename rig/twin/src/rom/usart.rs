@@ -238,12 +238,17 @@ impl Session {
 /// Serve commands on USART after the 0x7F sync byte.
 pub(super) async fn serve(core: RomCore) {
     let mut s = Session { core, input: VecDeque::new() };
-    if !s.send(&[ACK]).await {
+    // AN2606 Table 228: the USART's configuration time between the 0x7F and the ACK.
+    let setup = Duration::from_micros(s.core.mcu.profile().rom.latency.usart_setup_us as u64);
+    if s.core.mcu.sleep(setup).await.is_err() || !s.send(&[ACK]).await {
         return;
     }
     loop {
         let Some(cmd) = s.byte().await else { return };
         let Some(complement) = s.byte().await else { return };
+        if s.core.think().await.is_err() {
+            return;
+        }
         let after = if cmd ^ complement != 0xFF { s.reply(false).await } else { s.handle(cmd).await };
         if matches!(after, After::Stop) || !s.core.mcu.alive() {
             return;
