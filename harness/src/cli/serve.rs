@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bootproof_fixtures::{BoardProfile, Level};
 use bootproof_rig::Rig;
-use bootproof_rig::console::Parity;
+use bootproof_rig::console::{Parity, SerialConfig};
 use bootproof_twin::{Twin, TwinOptions, serve};
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -16,17 +16,43 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use super::{Cli, LevelArg};
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("usart").multiple(false))]
 pub struct ServeArgs {
     /// Board profile: a built-in name or a profile TOML.
     #[arg(long, value_name = "BOARD")]
     pub board: String,
-    /// Expose the board's USART on a pseudo-terminal symlinked at PATH.
-    #[arg(long, value_name = "PATH")]
+    /// Expose the board's USART on a pseudo-terminal symlinked at PATH (for tools that need a
+    /// device node; a pty carries no parity and no modem lines).
+    #[arg(long, value_name = "PATH", group = "usart")]
     pub usart_pty: Option<PathBuf>,
-    /// Parity on the USART (a pty cannot carry parity; the tool's baud rate is mirrored).
-    /// `even` is the ROM bootloader's 8E1; `none` suits an application console.
+    /// Serve the board's USART to RFC 2217 clients (pyserial's rfc2217://ADDR:PORT) on
+    /// ADDR:PORT (loopback; port 0 picks one). The tool's baud rate, parity and data size
+    /// apply; DTR/RTS drive the board as --dtr/--rts say.
+    #[arg(long, value_name = "ADDR:PORT", group = "usart")]
+    pub usart_rfc2217: Option<SocketAddr>,
+    /// Serve the board's USART as raw bytes on ADDR:PORT (loopback; port 0 picks one) at
+    /// --usart-baud and --usart-parity.
+    #[arg(long, value_name = "ADDR:PORT", group = "usart")]
+    pub usart_tcp: Option<SocketAddr>,
+    /// Parity on the pty and raw TCP endpoints (neither can carry it; RFC 2217 clients set
+    /// their own). `even` is the ROM bootloader's 8E1; `none` suits an application console.
     #[arg(long, value_name = "PARITY", default_value = "even")]
     pub usart_parity: ParityArg,
+    /// Baud rate of the raw TCP endpoint (the pty mirrors the tool's, RFC 2217 clients set it).
+    #[arg(long, value_name = "BAUD", default_value_t = 115_200)]
+    pub usart_baud: u32,
+    /// What the RFC 2217 client's DTR drives (stm32loader's wiring: nrst).
+    #[arg(long, value_name = "PIN", default_value = "none", requires = "usart_rfc2217")]
+    pub dtr: PinArg,
+    /// What the RFC 2217 client's RTS drives (stm32loader's wiring: boot0).
+    #[arg(long, value_name = "PIN", default_value = "none", requires = "usart_rfc2217")]
+    pub rts: PinArg,
+    /// DTR's pin level while DTR is asserted: `low` as on USB-serial adapters' DTR# pin.
+    #[arg(long, value_name = "LEVEL", default_value = "low")]
+    pub dtr_asserted: LevelArg,
+    /// RTS's pin level while RTS is asserted: `low` as on USB-serial adapters' RTS# pin.
+    #[arg(long, value_name = "LEVEL", default_value = "low")]
+    pub rts_asserted: LevelArg,
     /// Serve the CAN bus to socketcand clients on ADDR:PORT (loopback; port 0 picks one).
     #[arg(long, value_name = "ADDR:PORT")]
     pub socketcand: Option<SocketAddr>,
@@ -48,19 +74,53 @@ pub enum ParityArg {
     Odd,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PinArg {
+    /// Not connected.
+    None,
+    /// The board's NRST (a low pin holds it in reset).
+    Nrst,
+    /// The board's BOOT0.
+    Boot0,
+}
+
+impl From<PinArg> for serve::LineTarget {
+    fn from(p: PinArg) -> Self {
+        match p {
+            PinArg::None => serve::LineTarget::None,
+            PinArg::Nrst => serve::LineTarget::Nrst,
+            PinArg::Boot0 => serve::LineTarget::Boot0,
+        }
+    }
+}
+
 const HELP: &str = "commands: reset [MS] | power on|off|cycle [MS] | boot0 high|low | status | help | quit";
 
 pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<ExitCode> {
     if cli.rig.is_some() {
         bail!("`twin serve` runs a simulated board; drop --rig");
     }
-    if a.usart_pty.is_none() && a.socketcand.is_none() {
-        bail!("nothing to serve: give --usart-pty PATH and/or --socketcand ADDR:PORT");
+    if a.usart_pty.is_none() && a.usart_rfc2217.is_none() && a.usart_tcp.is_none() && a.socketcand.is_none() {
+        bail!(
+            "nothing to serve: give one of --usart-pty PATH, --usart-rfc2217 ADDR:PORT, --usart-tcp ADDR:PORT, \
+             and/or --socketcand ADDR:PORT"
+        );
     }
-    if let Some(addr) = a.socketcand
-        && !addr.ip().is_loopback()
+    for (flag, addr) in
+        [("--socketcand", a.socketcand), ("--usart-rfc2217", a.usart_rfc2217), ("--usart-tcp", a.usart_tcp)]
     {
-        bail!("--socketcand {addr}: the twin serves loopback only (use 127.0.0.1:PORT)");
+        if let Some(addr) = addr
+            && !addr.ip().is_loopback()
+        {
+            bail!("{flag} {addr}: the twin serves loopback only (use 127.0.0.1:PORT)");
+        }
+    }
+    let wiring = serve::Wiring {
+        dtr: serve::LineWire { target: a.dtr.into(), asserted: a.dtr_asserted.into() },
+        rts: serve::LineWire { target: a.rts.into(), asserted: a.rts_asserted.into() },
+    };
+    if wiring.dtr.target != serve::LineTarget::None && wiring.dtr.target == wiring.rts.target {
+        bail!("--dtr and --rts both drive {:?}: wire each to a different pin, or one to `none`", wiring.dtr.target);
     }
     let profile = BoardProfile::resolve(&a.board)?;
     let mut opts = TwinOptions::for_profile(&profile);
@@ -78,13 +138,30 @@ pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<ExitCode> {
     let mut rig = twin.rig();
     let p = twin.board().profile().clone();
     say(format!("twin {}: powered, BOOT0 {}: {}", p.name, Level::from(a.boot0), twin.board().core().what));
+    let parity = match a.usart_parity {
+        ParityArg::None => Parity::None,
+        ParityArg::Even => Parity::Even,
+        ParityArg::Odd => Parity::Odd,
+    };
+    let _serial = match (a.usart_rfc2217, a.usart_tcp) {
+        (Some(addr), _) => {
+            let s = serve::usart_rfc2217(twin.board().clone(), addr, wiring).await?;
+            say(format!(
+                "USART RFC 2217: rfc2217://{} (the tool's baud rate, parity and data size apply; {wiring})",
+                s.local_addr()
+            ));
+            Some(s)
+        }
+        (None, Some(addr)) => {
+            let framing = SerialConfig { baud: a.usart_baud, parity };
+            let s = serve::usart_tcp(twin.board().uart().clone(), addr, framing).await?;
+            say(format!("USART raw TCP: {} at {framing}", s.local_addr()));
+            Some(s)
+        }
+        (None, None) => None,
+    };
     let _pty = match &a.usart_pty {
         Some(path) => {
-            let parity = match a.usart_parity {
-                ParityArg::None => Parity::None,
-                ParityArg::Even => Parity::Even,
-                ParityArg::Odd => Parity::Odd,
-            };
             let bridge = serve::pty(twin.board().uart().clone(), path, parity)?;
             let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
             say(format!(

@@ -20,6 +20,7 @@ pub mod firmware;
 pub mod flash;
 mod mem;
 pub mod probe;
+pub mod rfc2217;
 pub mod rom;
 pub mod serve;
 pub mod standin;

@@ -1,17 +1,30 @@
-//! Serving a twin to outside tools: its USART on a pseudo-terminal and its CAN bus as a
-//! socketcand server (text protocol, raw mode).
+//! Serving a twin to outside tools: its USART on a pseudo-terminal, on a raw TCP port or on an
+//! RFC 2217 (Telnet COM-PORT-OPTION) port, and its CAN bus as a socketcand server (text
+//! protocol, raw mode).
 //!
 //! * **pty**: the twin's serial link appears as a pseudo-terminal, symlinked at a path of your
-//!   choice, so existing serial flashing tools (stm32flash, STM32CubeProgrammer's CLI,
-//!   stm32loader) can talk to the ROM bootloader. The baud rate the tool sets with termios is
-//!   applied to the twin's side of the link. Parity cannot travel over a pty: the Linux pty
-//!   driver forces CS8 and clears PARENB (some kernels reject it with EINVAL), so the parity is
-//!   a serve option (default even, the ROM bootloader's 8E1).
+//!   choice, for tools that need a device node (stm32flash). The baud rate the tool sets with
+//!   termios is applied to the twin's side of the link. Parity cannot travel over a pty: the
+//!   Linux pty driver clears PARENB and forces CS8 on every tcsetattr, so a tool that reads its
+//!   settings back and checks them fails (stm32flash's default 8e1: "Failed to set terminal
+//!   flags"; `-m 8n1` passes), and a pty has no modem lines (TIOCMSET fails with ENOTTY, so a
+//!   tool that drives DTR/RTS fails). The parity is a serve option (default even, the ROM
+//!   bootloader's 8E1).
+//! * **RFC 2217** ([`crate::rfc2217`]): pyserial's `rfc2217://HOST:PORT` and other RFC 2217
+//!   clients. The tool's baud rate, parity and data size are the host side of the twin's link:
+//!   a tool that sets 8N1 against the ROM bootloader's 8E1 gets no answer, as from a chip.
+//!   DTR and RTS drive NRST and BOOT0 as wired by [`Wiring`] (USB-serial adapters' DTR#/RTS#
+//!   pins are low while the signal is asserted).
+//! * **raw TCP**: bytes both ways at a framing fixed by the serve options (default 115200 8E1).
 //! * **socketcand** (<https://github.com/linux-can/socketcand>, `doc/protocol.md`): the server
-//!   greets with `< hi >`, accepts `< open BUS >` and `< rawmode >`, then forwards every frame as
-//!   `< frame ID SECS.USECS DATA >` (classic) or `< fdframe ID FLAGS SECS.USECS DATA >` (FD), and
-//!   sends `< send ID LEN B0 B1 … >` / `< fdsend ID FLAGS LEN B0 … >` onto the bus. `< echo >` is
-//!   echoed. Each client is a node on the twin's bus at the twin host's bit rates.
+//!   greets with `< hi >`, accepts `< open BUS >` and `< rawmode >`, then forwards every classic
+//!   frame as `< frame ID SECS.USECS DATA >` and takes `< send ID LEN B0 B1 … >`, as socketcand
+//!   does; `< echo >` is echoed. socketcand's own releases carry no CAN FD: FD frames travel in
+//!   the extension of socketcand's open CAN FD pull request, `< fdframe ID FLAGS SECS.USECS
+//!   DATA >` out and `< fdsend ID FLAGS LEN B0 … >` in (FLAGS from linux/can.h: 01 BRS, 04
+//!   FDF). Clients that know only classic frames (python-can's `socketcand` interface) see the
+//!   FD lines as unparseable and skip them. Like socketcand, a malformed `send` gets no answer
+//!   (it is logged). Each client is a node on the twin's bus at the twin host's bit rates.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,13 +32,19 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bootproof_fixtures::Level;
 use bootproof_rig::CanBus;
 use bootproof_rig::can::{Bitrates, CanEvent, CanFrame, CanId};
 use bootproof_rig::console::{Console, Parity, SerialConfig};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 
+use crate::board::Board;
 use crate::bus::CanBusModel;
+use crate::rfc2217::{self, ComPortServer, Event, LineSettings, WireParity};
 use crate::uart::UartLink;
 
 /// Why serving failed to start.
@@ -39,9 +58,11 @@ pub enum ServeError {
         /// Why, and what to check.
         message: String,
     },
-    /// The socketcand port could not be bound.
-    #[error("cannot listen for socketcand clients on {addr}: {source}; pick a free port (e.g. 127.0.0.1:29536)")]
+    /// A listening port could not be bound.
+    #[error("cannot listen for {what} clients on {addr}: {source}; pick a free port (port 0 picks one)")]
     Bind {
+        /// Which endpoint (socketcand, USART raw TCP, USART RFC 2217).
+        what: &'static str,
         /// The address.
         addr: SocketAddr,
         /// OS error.
@@ -67,7 +88,9 @@ pub enum Command {
     Send(CanFrame),
     /// `< echo >`
     Echo,
-    /// Anything else (answered with `< error … >`).
+    /// A `send` or `fdsend` socketcand cannot parse (socketcand answers nothing; logged).
+    Malformed(String),
+    /// Anything else (answered with `< error unknown command >`).
     Unknown(String),
 }
 
@@ -85,6 +108,7 @@ pub fn parse_command(element: &str) -> Command {
     let inner = element.trim().trim_start_matches('<').trim_end_matches('>').trim();
     let mut words = inner.split_whitespace();
     let unknown = || Command::Unknown(inner.to_string());
+    let malformed = || Command::Malformed(inner.to_string());
     match words.next() {
         Some("open") => words.next().map(|b| Command::Open(b.to_string())).unwrap_or_else(unknown),
         Some("rawmode") => Command::RawMode,
@@ -93,14 +117,14 @@ pub fn parse_command(element: &str) -> Command {
             let (Some(id), Some(len)) =
                 (words.next().and_then(parse_id), words.next().and_then(|l| l.parse::<usize>().ok()))
             else {
-                return unknown();
+                return malformed();
             };
             let data: Option<Vec<u8>> = words.map(|b| u8::from_str_radix(b, 16).ok()).collect();
             match data {
                 Some(d) if d.len() == len && len <= 8 => {
-                    CanFrame::classic(id, &d).map(Command::Send).unwrap_or_else(|_| unknown())
+                    CanFrame::classic(id, &d).map(Command::Send).unwrap_or_else(|_| malformed())
                 }
-                _ => unknown(),
+                _ => malformed(),
             }
         }
         Some("fdsend") => {
@@ -110,9 +134,9 @@ pub fn parse_command(element: &str) -> Command {
             let data: Option<Vec<u8>> = words.map(|b| u8::from_str_radix(b, 16).ok()).collect();
             match (id, flags, len, data) {
                 (Some(id), Some(flags), Some(len), Some(d)) if d.len() == len => {
-                    CanFrame::fd(id, &d, flags & CANFD_BRS != 0).map(Command::Send).unwrap_or_else(|_| unknown())
+                    CanFrame::fd(id, &d, flags & CANFD_BRS != 0).map(Command::Send).unwrap_or_else(|_| malformed())
                 }
-                _ => unknown(),
+                _ => malformed(),
             }
         }
         _ => unknown(),
@@ -158,8 +182,7 @@ pub async fn socketcand(
     addr: SocketAddr,
     bus_name: String,
 ) -> Result<SocketAddr, ServeError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let (listener, local) = bind("socketcand", addr).await?;
     tokio::spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
             tracing::info!("socketcand client {peer} connected");
@@ -214,6 +237,14 @@ async fn client(stream: tokio::net::TcpStream, bus: CanBusModel, rates: Bitrates
                             },
                             None => "< error open a bus first >".to_string(),
                         },
+                        Command::Malformed(what) => {
+                            tracing::warn!(
+                                "socketcand: cannot parse `< {what} >` (socketcand answers nothing): classic is \
+                                 `< send ID LEN B0 … >` with LEN 0..8 in decimal, CAN FD `< fdsend ID FLAGS LEN B0 … >` \
+                                 with LEN one of 0..8, 12, 16, 20, 24, 32, 48, 64"
+                            );
+                            continue;
+                        }
                         Command::Unknown(_) => "< error unknown command >".to_string(),
                     };
                     if wr.write_all(reply.as_bytes()).await.is_err() {
@@ -244,6 +275,260 @@ async fn p_recv(p: &mut crate::bus::CanPort) -> CanEvent {
             return ev;
         }
     }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr, source })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind { what, addr, source })?;
+    Ok((listener, local))
+}
+
+// ---- USART over TCP: raw and RFC 2217 ------------------------------------------------------
+
+/// What a modem line of the tool's serial adapter is wired to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineTarget {
+    /// Nothing: the line is ignored.
+    None,
+    /// The board's NRST: a low pin holds the board in reset.
+    Nrst,
+    /// The board's BOOT0: the pin's level, sampled at the next reset release.
+    Boot0,
+}
+
+/// One modem line's wiring: where its pin goes and the pin's level while the tool asserts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineWire {
+    /// Where the pin goes.
+    pub target: LineTarget,
+    /// Pin level while the signal is asserted: `Low` on USB-serial adapters' DTR#/RTS# pins.
+    pub asserted: Level,
+}
+
+impl LineWire {
+    /// Not connected.
+    pub const NONE: LineWire = LineWire { target: LineTarget::None, asserted: Level::Low };
+
+    fn pin(self, asserted: bool) -> Level {
+        match (asserted, self.asserted) {
+            (true, l) => l,
+            (false, Level::Low) => Level::High,
+            (false, Level::High) => Level::Low,
+        }
+    }
+}
+
+/// How DTR and RTS reach the board (stm32loader's and many adapters' wiring: DTR to NRST and RTS
+/// to BOOT0, both pins low while asserted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wiring {
+    /// DTR's pin.
+    pub dtr: LineWire,
+    /// RTS's pin.
+    pub rts: LineWire,
+}
+
+impl Wiring {
+    /// Neither line connected.
+    pub const NONE: Wiring = Wiring { dtr: LineWire::NONE, rts: LineWire::NONE };
+
+    /// stm32loader's default: DTR# to NRST, RTS# to BOOT0.
+    pub const STM32LOADER: Wiring = Wiring {
+        dtr: LineWire { target: LineTarget::Nrst, asserted: Level::Low },
+        rts: LineWire { target: LineTarget::Boot0, asserted: Level::Low },
+    };
+
+    /// Drive the board from the lines' states. BOOT0 is set before NRST, so a reset released
+    /// in the same step samples the new BOOT0.
+    pub fn apply(&self, board: &Board, dtr: bool, rts: bool) {
+        let pins = [(self.dtr, self.dtr.pin(dtr)), (self.rts, self.rts.pin(rts))];
+        for (wire, level) in pins {
+            if wire.target == LineTarget::Boot0 {
+                board.set_boot0(level);
+            }
+        }
+        for (wire, level) in pins {
+            if wire.target == LineTarget::Nrst {
+                board.set_nrst(level == Level::Low);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Wiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let one = |name: &str, w: LineWire| match w.target {
+            LineTarget::None => format!("{name} not connected"),
+            LineTarget::Nrst => format!("{name} -> NRST (pin {} while asserted)", w.asserted),
+            LineTarget::Boot0 => format!("{name} -> BOOT0 (pin {} while asserted)", w.asserted),
+        };
+        write!(f, "{}, {}", one("DTR", self.dtr), one("RTS", self.rts))
+    }
+}
+
+/// The board's USART on a TCP port, one client at a time: a handle that stops serving when
+/// dropped.
+pub struct TcpSerial {
+    local: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpSerial {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for TcpSerial {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Accept clients on `listener`; a second client while one is connected is turned away.
+fn serve_one_at_a_time<F, Fut>(what: &'static str, listener: TcpListener, handle: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let busy = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            if busy.swap(true, Ordering::SeqCst) {
+                tracing::warn!("{what}: {peer} turned away: one serial client at a time, as on a real port");
+                drop(stream);
+                continue;
+            }
+            tracing::info!("{what}: client {peer} connected");
+            let _ = stream.set_nodelay(true);
+            let busy = busy.clone();
+            let client = handle(stream);
+            tokio::spawn(async move {
+                client.await;
+                tracing::info!("{what}: client {peer} disconnected");
+                busy.store(false, Ordering::SeqCst);
+            });
+        }
+    })
+}
+
+/// The board's USART as raw bytes on `addr` at a fixed `framing` (a TCP byte stream carries no
+/// baud rate or parity).
+pub async fn usart_tcp(link: UartLink, addr: SocketAddr, framing: SerialConfig) -> Result<TcpSerial, ServeError> {
+    let (listener, local) = bind("USART raw TCP", addr).await?;
+    let task = serve_one_at_a_time("USART raw TCP", listener, move |stream| {
+        let link = link.clone();
+        async move {
+            let mut console = link.host_console();
+            let _ = console.configure(framing).await;
+            link.set_host_foreign(false);
+            // What the board sent while no one listened is gone, as on a wire.
+            let _ = console.discard_input().await;
+            let (mut rd, mut wr) = stream.into_split();
+            let mut inbuf = [0u8; 1024];
+            let mut out = [0u8; 512];
+            loop {
+                tokio::select! {
+                    n = rd.read(&mut inbuf) => {
+                        let Ok(n @ 1..) = n else { return };
+                        let _ = console.write(&inbuf[..n]).await;
+                    }
+                    r = console.read(&mut out, Duration::from_secs(3600)) => {
+                        if let Ok(n) = r && wr.write_all(&out[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(TcpSerial { local, task })
+}
+
+/// The board's USART on `addr` for RFC 2217 clients: the client's line settings are the host
+/// side of the twin's serial link, its DTR and RTS drive the board through `wiring`. When the
+/// client goes, DTR and RTS read deasserted, as an adapter's pins do when its port closes.
+pub async fn usart_rfc2217(board: Arc<Board>, addr: SocketAddr, wiring: Wiring) -> Result<TcpSerial, ServeError> {
+    let (listener, local) = bind("USART RFC 2217", addr).await?;
+    let task =
+        serve_one_at_a_time("USART RFC 2217", listener, move |stream| rfc2217_client(stream, board.clone(), wiring));
+    Ok(TcpSerial { local, task })
+}
+
+/// The link's host framing for an RFC 2217 line; `foreign` when no board UART uses it.
+fn framing_of(line: &LineSettings) -> (SerialConfig, bool) {
+    let parity = match line.parity {
+        WireParity::None => Parity::None,
+        WireParity::Odd => Parity::Odd,
+        WireParity::Even | WireParity::Mark | WireParity::Space => Parity::Even,
+    };
+    // A receiver samples one stop bit: 1, 1.5 and 2 stop bits all frame. Seven data bits or a
+    // parity bit stuck at 1 or 0 do not (the board's UARTs use 8 data bits, none/even/odd).
+    let foreign = line.data_size != 8 || matches!(line.parity, WireParity::Mark | WireParity::Space);
+    (SerialConfig { baud: line.baud, parity }, foreign)
+}
+
+async fn rfc2217_client(stream: TcpStream, board: Arc<Board>, wiring: Wiring) {
+    let link = board.uart().clone();
+    let mut console = link.host_console();
+    let start = LineSettings {
+        baud: console.config().baud,
+        parity: match console.config().parity {
+            Parity::None => WireParity::None,
+            Parity::Odd => WireParity::Odd,
+            Parity::Even => WireParity::Even,
+        },
+        ..LineSettings::default()
+    };
+    let _ = console.discard_input().await; // nobody listened: gone, as on a wire
+    let signature = format!("bootproof twin {}", board.profile().name);
+    let mut proto = ComPortServer::new(start, signature);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut inbuf = [0u8; 1024];
+    let mut out = [0u8; 512];
+    if wr.write_all(&proto.take_output()).await.is_ok() {
+        loop {
+            tokio::select! {
+                n = rd.read(&mut inbuf) => {
+                    let Ok(n @ 1..) = n else { break };
+                    for ev in proto.feed(&inbuf[..n]) {
+                        match ev {
+                            Event::Data(d) => {
+                                let _ = console.write(&d).await;
+                            }
+                            Event::Baud(_) | Event::Parity(_) | Event::DataSize(_) | Event::StopSize(_) => {
+                                let (framing, foreign) = framing_of(&proto.line());
+                                let _ = console.configure(framing).await;
+                                link.set_host_foreign(foreign);
+                            }
+                            Event::Dtr(_) | Event::Rts(_) => {
+                                let l = proto.line();
+                                wiring.apply(&board, l.dtr, l.rts);
+                            }
+                            // BREAK holds the line low: nothing the twin's receivers act on.
+                            Event::Break(_) => {}
+                            Event::PurgeFromDevice => {
+                                let _ = console.discard_input().await;
+                            }
+                            // Bytes for the device are on the wire at once: nothing waits.
+                            Event::PurgeToDevice => {}
+                        }
+                    }
+                    if wr.write_all(&proto.take_output()).await.is_err() {
+                        break;
+                    }
+                }
+                r = console.read(&mut out, Duration::from_secs(3600)), if !proto.suspended() => {
+                    if let Ok(n) = r && wr.write_all(&rfc2217::escape(&out[..n])).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    link.set_host_foreign(false);
+    wiring.apply(&board, false, false);
 }
 
 // ---- pty ----------------------------------------------------------------------------------
@@ -387,15 +672,18 @@ mod tests {
         assert!(f.is_fd() && f.is_brs());
         assert_eq!(f.data(), &[8, 2, 0, 0, 0xFF]);
         // Length mismatch, bad hex, over-long classic frame, invalid FD length.
+        // python-can's form: lowercase, unpadded data bytes.
+        let Command::Send(f) = parse_command("< send 000 2 a 0 >") else { panic!() };
+        assert_eq!((f.id(), f.data()), (CanId::Standard(0), &[0x0A, 0x00][..]));
         for bad in [
             "< send 123 3 11 22 >",
             "< send 12G 0 >",
             "< send 123 9 0 0 0 0 0 0 0 0 0 >",
             "< fdsend 1 01 9 0 0 0 0 0 0 0 0 0 >",
-            "< nonsense >",
         ] {
-            assert!(matches!(parse_command(bad), Command::Unknown(_)), "{bad}");
+            assert!(matches!(parse_command(bad), Command::Malformed(_)), "{bad}");
         }
+        assert!(matches!(parse_command("< nonsense >"), Command::Unknown(_)));
     }
 
     #[test]
@@ -405,6 +693,35 @@ mod tests {
         assert_eq!(format_frame(&f, at), "< frame 123 23.424242 11223344 >");
         let f = CanFrame::fd(CanId::Standard(0x79), &[0x79], true).unwrap();
         assert_eq!(format_frame(&f, at), "< fdframe 079 05 23.424242 79 >");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wiring_drives_nrst_and_boot0_by_each_pins_polarity() {
+        let twin = crate::Twin::builtin("stm32g071rb").unwrap();
+        let board = twin.board();
+        board.set_power(true);
+        let state = || {
+            let st = board.state();
+            (st.nrst_low, st.boot0)
+        };
+        // stm32loader's wiring, pins low while asserted: DTR holds reset, RTS deasserted is BOOT0 high.
+        let w = Wiring::STM32LOADER;
+        w.apply(board, true, false);
+        assert_eq!(state(), (true, Level::High));
+        w.apply(board, false, true);
+        assert_eq!(state(), (false, Level::Low));
+        // Inverted pins (`--dtr-asserted high --rts-asserted high`), lines swapped.
+        let w = Wiring {
+            dtr: LineWire { target: LineTarget::Boot0, asserted: Level::High },
+            rts: LineWire { target: LineTarget::Nrst, asserted: Level::High },
+        };
+        w.apply(board, true, false);
+        assert_eq!(state(), (true, Level::High));
+        w.apply(board, false, true);
+        assert_eq!(state(), (false, Level::Low));
+        // Not connected: nothing moves.
+        Wiring::NONE.apply(board, true, false);
+        assert_eq!(state(), (false, Level::Low));
     }
 
     #[test]

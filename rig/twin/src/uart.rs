@@ -38,6 +38,8 @@ struct Side {
 
 struct LinkState {
     host_config: SerialConfig,
+    /// The host sends and expects a framing no board UART uses (see [`UartLink::set_host_foreign`]).
+    host_foreign: bool,
     board_rx: BoardRx,
     host: Side,
     board: Side,
@@ -63,6 +65,7 @@ impl UartLink {
         UartLink {
             inner: Arc::new(Mutex::new(LinkState {
                 host_config,
+                host_foreign: false,
                 board_rx: BoardRx::Closed,
                 host: Side::default(),
                 board: Side::default(),
@@ -84,6 +87,14 @@ impl UartLink {
         let mut s = self.lock();
         s.board_rx = rx;
         s.board.queue.clear();
+    }
+
+    /// Mark the host's framing as one no board UART of the twin uses (a data size other than 8
+    /// bits, mark or space parity): from now on every character either way is a framing error,
+    /// lost, as it is between two real UARTs that disagree on the frame. `false` returns to the
+    /// host's [`SerialConfig`] alone deciding.
+    pub fn set_host_foreign(&self, foreign: bool) {
+        self.lock().host_foreign = foreign;
     }
 
     /// The board receiver's current setup.
@@ -117,7 +128,7 @@ impl UartLink {
             };
             bootproof_rig::time::sleep_until(end).await;
             let mut s = self.lock();
-            if compatible(cfg, s.host_config) {
+            if compatible(cfg, s.host_config) && !s.host_foreign {
                 s.host.queue.extend(chunk);
                 s.host.notify.notify_one();
             } else {
@@ -175,11 +186,12 @@ impl UartLink {
         bootproof_rig::time::sleep_until(end).await;
         let mut s = self.lock();
         let mut delivered = 0;
+        let foreign = s.host_foreign;
         for &b in data {
             match s.board_rx {
                 BoardRx::Closed => break,
                 BoardRx::Fixed(rx) => {
-                    if compatible(cfg, rx) {
+                    if compatible(cfg, rx) && !foreign {
                         s.board.queue.push_back(b);
                         delivered += 1;
                     } else {
@@ -187,7 +199,7 @@ impl UartLink {
                     }
                 }
                 BoardRx::Autobaud => {
-                    if cfg.parity == Parity::Even && b == 0x7F {
+                    if cfg.parity == Parity::Even && b == 0x7F && !foreign {
                         s.board_rx = BoardRx::Fixed(cfg);
                         s.board.queue.push_back(b);
                         delivered += 1;
@@ -288,6 +300,30 @@ mod tests {
         host.write(&[0x7F]).await.unwrap();
         assert!(link.board_read(16, Duration::from_millis(5)).await.is_empty());
         assert!(link.lost().0 >= 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_foreign_host_framing_gets_nothing_through_either_way() {
+        let link = UartLink::new(SerialConfig::e81(115_200));
+        let mut host = link.host_console();
+        link.set_board_rx(BoardRx::Autobaud);
+        link.set_host_foreign(true);
+        // 0x7F at 115200 with, say, 7 data bits: the autobaud measures a wrong rate.
+        host.write(&[0x7F]).await.unwrap();
+        assert!(link.board_read(16, Duration::from_millis(5)).await.is_empty());
+        assert_ne!(link.board_rx(), BoardRx::Fixed(SerialConfig::e81(115_200)));
+        // A board UART at the host's baud and parity still cannot frame it, nor the host the board's.
+        link.set_board_rx(BoardRx::Fixed(SerialConfig::e81(115_200)));
+        host.write(&[0x11]).await.unwrap();
+        assert!(link.board_read(16, Duration::from_millis(5)).await.is_empty());
+        link.board_write(&[0x79]).await;
+        let mut b = [0u8; 4];
+        assert!(host.read(&mut b, Duration::from_millis(5)).await.is_err());
+        assert_eq!(link.lost(), (2, 1));
+        // Back to 8 data bits: the same bytes pass.
+        link.set_host_foreign(false);
+        host.write(&[0x11]).await.unwrap();
+        assert_eq!(link.board_read(16, Duration::from_millis(5)).await, vec![0x11]);
     }
 
     #[tokio::test(start_paused = true)]
