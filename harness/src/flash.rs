@@ -12,7 +12,6 @@
 //! it re-enters the bootloader (BOOT0 high + NRST) and erases those sectors without comparing.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use bootproof_fixtures::{RomTransportKind, Sector};
 use bootproof_rig::image::FirmwareImage;
@@ -310,84 +309,6 @@ pub async fn flash_via_rom(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Wire-time floor of flashing `image` over a ROM bootloader on CAN: every frame the protocol
-/// must exchange for erase and write (and, if `verify`, read-back), plus flash erase and program
-/// time. Used by the benchmark to express flash time as a ratio.
-pub fn can_floor(
-    board: &bootproof_fixtures::BoardProfile,
-    kind: RomTransportKind,
-    image: &FirmwareImage,
-    verify: bool,
-) -> (Duration, usize) {
-    use bootproof_rig::can::{Bitrates, CanFrame, CanId, wire_time};
-    use bootproof_rig::stm32rom::{ACK, op};
-    let fd = kind == RomTransportKind::Fdcan;
-    let rates = match board.rom.transport(kind) {
-        Some(bootproof_fixtures::RomTransport::Fdcan { nominal_bitrate, data_bitrate, .. }) => {
-            Bitrates::fd(*nominal_bitrate, *data_bitrate)
-        }
-        Some(bootproof_fixtures::RomTransport::Bxcan { bitrate, .. }) => Bitrates::classic(*bitrate),
-        _ => return (Duration::ZERO, 0),
-    };
-    let frame = |id: u8, data: &[u8]| -> CanFrame {
-        let id = CanId::Standard(id as u16);
-        if fd { CanFrame::fd_padded(id, data, true, 0xFF).unwrap() } else { CanFrame::classic(id, data).unwrap() }
-    };
-    let mut t = Duration::ZERO;
-    let mut frames = 0;
-    let mut add = |f: CanFrame| {
-        t += wire_time(&f, rates);
-        frames += 1;
-    };
-    let sectors = touched_sectors(image, &board.flash.sector_list());
-    let mut flash_time = Duration::ZERO;
-    for s in &sectors {
-        if fd {
-            add(frame(op::EXT_ERASE, &1u16.to_be_bytes()));
-            add(frame(op::EXT_ERASE, &[ACK]));
-            add(frame(op::EXT_ERASE, &[ACK]));
-            add(frame(op::EXT_ERASE, &(s.index as u16).to_be_bytes()));
-            add(frame(op::EXT_ERASE, &[ACK]));
-        } else {
-            add(frame(op::ERASE, &[s.index as u8]));
-            add(frame(op::ERASE, &[ACK]));
-            add(frame(op::ERASE, &[ACK]));
-        }
-        flash_time += Duration::from_millis(s.erase_ms as u64);
-    }
-    let chunk = if fd { 64 } else { 8 };
-    for b in blocks(image, board.flash.word.max(board.rom.write_alignment), board.flash.erased) {
-        let mut req = b.address.to_be_bytes().to_vec();
-        req.push((b.data.len() - 1) as u8);
-        add(frame(op::WRITE, &req));
-        add(frame(op::WRITE, &[ACK]));
-        for c in b.data.chunks(chunk) {
-            add(frame(op::WRITE, c));
-            if !fd {
-                add(frame(op::WRITE, &[ACK]));
-            }
-        }
-        add(frame(op::WRITE, &[ACK]));
-        flash_time +=
-            Duration::from_micros(board.flash.program_us as u64 * (b.data.len() / board.flash.word as usize) as u64);
-        if verify {
-            add(frame(op::READ, &req));
-            add(frame(op::READ, &[ACK]));
-            for c in b.data.chunks(chunk) {
-                add(frame(op::READ, c));
-            }
-            add(frame(op::READ, &[ACK]));
-        }
-    }
-    (t + flash_time, frames)
-}
-
-/// Time of `n` sector erases and `words` word programs: the flash's own floor.
-pub fn flash_time(board: &bootproof_fixtures::BoardProfile, sectors: &[Sector], words: usize) -> Duration {
-    sectors.iter().map(|s| Duration::from_millis(s.erase_ms as u64)).sum::<Duration>()
-        + Duration::from_micros(board.flash.program_us as u64 * words as u64)
 }
 
 #[cfg(test)]
