@@ -226,3 +226,33 @@ async fn a_write_protected_sector_is_found_by_reading_back_not_by_a_nack() {
         assert_eq!(a, b, "{board} {kind}: v1 untouched");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_second_usart_session_finds_the_bootloader_already_synced() {
+    // The first session synced the autobaud; the second one's 0x7F is taken as a command byte,
+    // so the client's second 0x7F gets a NACK (a complement that does not match), which proves
+    // the bootloader is there. No byte but 0x7F goes out before an answer (AN2606 §99.2).
+    for board in ["stm32h723zg", "stm32g071rb"] {
+        let (twin, mut rig) = rom_rig(board).await;
+        let pid = twin.board().profile().identity.pid;
+        for session in 0..2 {
+            let mut rom = RomClient::open(&mut rig, Some(RomTransportKind::Usart)).unwrap();
+            assert_eq!(rom.connect().await.unwrap(), pid, "{board}, session {session}");
+        }
+        assert_eq!(twin.board().uart().lost().0, 0, "{board}: no byte lost to a wrong autobaud");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_usart_connect_during_the_bootloaders_start_up_never_locks_its_autobaud() {
+    // Connecting at once after power-on: the first 0x7F arrives while the bootloader is still
+    // starting (53.975 ms, AN2606 Table 227) and is lost. The retry must be another 0x7F: any
+    // other byte would be the first the autobaud measures, locking a wrong rate until reset.
+    let twin = Twin::builtin("stm32h723zg").unwrap();
+    let mut rig = twin.rig();
+    rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();
+    rig.power().unwrap().power_on().await.unwrap();
+    let mut rom = RomClient::open(&mut rig, Some(RomTransportKind::Usart)).unwrap();
+    assert_eq!(rom.connect().await.unwrap(), 0x483);
+    rom.check_id().await.unwrap();
+}
