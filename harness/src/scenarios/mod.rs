@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `rom-get-id` | BOOT0 high + NRST enters the ROM bootloader, which answers Get ID with the profile's PID |
 //! | `seed-loop` | ROM → flash over CAN → Go runs the app → NRST with BOOT0 still high is back in the ROM → BOOT0 low + NRST runs the app |
-//! | `reset-vs-power-on` | NRST and power-on set the reset flags the facts sheet gives; RAM survives NRST, not power-off |
+//! | `reset-vs-power-on` | NRST and power-on set the reset flags the board profile's table gives; RAM survives NRST, not power-off |
 //! | `blank-flash` | a blank H7/F4 locks up silently; the ROM is still reachable; the empty-check part's latch |
 //! | `interrupted-transfer` | power cut or NRST after every ROM write command never bricks the board |
 //! | `uds-update` | updates over UDS on CAN FD through bootproof's bootloader: a trial that confirms, an update again whose unconfirmed trial reverts, a downgrade and a foreign key refused by name; what boots judged by the beacon |

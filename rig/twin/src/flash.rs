@@ -1,11 +1,13 @@
 //! The twin's user flash: write-once words with ECC, erase by sector, torn operations.
 //!
-//! Semantics (stm32-boot-facts.md §3):
+//! Semantics (RM0468/RM0399 embedded flash; RM0390 for the F4; RM0440/RM0490 for the G0's flash
+//! design; the board profiles cite them):
 //! * Erased flash reads as the profile's erased value (0xFF), without ECC error.
 //! * On ECC parts a word may be programmed once per erase. Programming it again is an error in
 //!   the model *and* leaves an ECC-inconsistent word, as on silicon ("the result may lead to an
 //!   inconsistent ECC code that will be systematically reported"). On parts without ECC (F4) a
-//!   second program can only clear bits, as NOR flash does.
+//!   second program can only clear bits, as NOR flash does. The G0's controller refuses a second
+//!   program instead (PROGERR, `Reprogram::RefusedUnlessZero`).
 //! * A program or erase interrupted by a power cut or reset leaves the word (or the whole
 //!   sector) torn. Reading a torn or inconsistent word is an ECC double error: a bus fault for
 //!   the reader (assumption `torn-word-reads`).

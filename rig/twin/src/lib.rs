@@ -4,7 +4,8 @@
 //! *same* relay wrappers as the Raspberry Pi backend (settle, hold and discharge times in
 //! virtual time), whose probe is [`probe::TwinProbe`], whose CAN interface is a node on the
 //! simulated bus ([`bus`]) and whose console is the simulated serial link ([`uart`]). The board
-//! itself ([`board`]) follows `stm32-boot-facts.md`: BOOT0 sampling, reset flags, RAM retention,
+//! itself ([`board`]) follows the board profile, which cites ST's application notes, reference
+//! manuals and datasheets: BOOT0 sampling, reset flags, RAM retention,
 //! write-once ECC flash with torn operations ([`flash`]), the empty check, and ST's ROM
 //! bootloader on FDCAN, bxCAN and USART ([`rom`]). Firmware runs through the [`firmware`] hook.
 //!

@@ -1,4 +1,5 @@
-//! Boot behaviour of the twin, checked against stm32-boot-facts.md.
+//! Boot behaviour of the twin, checked against the board profiles' sources (AN2606, the
+//! reference manuals' reset and RCC_RSR sections).
 
 mod support;
 
@@ -107,8 +108,8 @@ async fn reset_flags_follow_the_profile_for_every_reset_kind() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn h723_flags_match_the_facts_sheet_literally() {
-    // stm32-boot-facts.md §7.1: POR = POR|PIN|BOR|D1|D2|CPU; NRST = PIN|CPU; SW = SFT|PIN|CPU.
+async fn h723_flags_match_the_reset_flag_table_literally() {
+    // The profile's reset-flag table (RM0433/RM0399 reset sections, assumption reset-flag-table): POR = POR|PIN|BOR|D1|D2|CPU; NRST = PIN|CPU; SW = SFT|PIN|CPU.
     let t = twin("stm32h723zg");
     let mut rig = t.rig();
     rig.boot0().unwrap().set_boot0(Level::High).await.unwrap();

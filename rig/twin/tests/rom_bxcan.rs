@@ -82,15 +82,16 @@ async fn erase_sectors_and_global_erase() {
     let mut b = Bench::new().await;
     assert_eq!(b.write(0x0800_0000, &[1; 8]).await.len(), 3);
     assert_eq!(b.write(0x0800_4000, &[2; 8]).await.len(), 3);
-    // Sector 1 (16 KiB, 250 ms) only.
-    let r = b.x_wait(0x43, &[0x01], Duration::from_millis(400)).await;
+    // Sector 1 (16 KiB, 400 ms at x8) only.
+    let r = b.x_wait(0x43, &[0x01], Duration::from_millis(600)).await;
     assert_eq!(r, vec![vec![ACK], vec![ACK]]);
     {
         let st = b.twin.board().state();
         assert!(st.flash.is_blank(0x0800_4000, 0x4000));
         assert!(!st.flash.is_blank(0x0800_0000, 8));
     }
-    let r = b.x_wait(0x43, &[0xFF], Duration::from_secs(10)).await;
+    // Mass erase: 16 s at x8.
+    let r = b.x_wait(0x43, &[0xFF], Duration::from_secs(20)).await;
     assert_eq!(r, vec![vec![ACK], vec![ACK]]);
     assert!(b.twin.board().state().flash.is_blank(0x0800_0000, 0x8_0000));
 }
