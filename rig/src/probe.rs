@@ -229,3 +229,72 @@ pub trait DebugProbe: Send {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
+
+/// Clear the reset-cause flags through the probe as the reference manuals ask: RMVF written 1,
+/// then 0. On the H7, RMVF is a level (RM0468, RCC_RSR; the twin's assumption `rsr-rmvf`): left
+/// at 1 it keeps the flags cleared, so the next reset's flags would be lost. The register's
+/// other writable bits (LSION in the F4's and G0's RCC_CSR) keep their values.
+pub async fn clear_reset_flags(
+    probe: &mut (dyn DebugProbe + '_),
+    reset: &bootproof_fixtures::ResetFlags,
+) -> Result<(), ProbeError> {
+    let rmvf = 1u32 << reset.rmvf_bit;
+    let flags = reset.bits.values().fold(0u32, |a, b| a | (1 << b));
+    let keep = probe.read_u32(reset.register).await? & !flags & !rmvf;
+    probe.write_memory(reset.register, &(keep | rmvf).to_le_bytes()).await?;
+    probe.write_memory(reset.register, &keep.to_le_bytes()).await
+}
+
+/// ECC granularity of the STM32H7's AXI SRAM: 64 bits.
+pub const ECC_WORD: u32 = 8;
+
+/// After writing `[addr, addr + len)`, the 64-bit word to write again so the last one leaves
+/// the memory controller's ECC write buffer. The H7's AXI SRAM keeps the last word written in
+/// that buffer until another word is written, and an NRST loses it (RM0468, AXI SRAM ECC; the
+/// twin's assumption `axi-ecc-write-buffer`). Writing back the first word of the range (already
+/// in the array: it left the buffer when the next word was written) pushes the last one out
+/// and changes nothing if it is lost in turn. A range inside one word rewrites its neighbour
+/// in the same 16 bytes with its own contents instead. `None` for an empty write.
+pub fn ecc_flush_word(addr: u32, len: usize) -> Option<u32> {
+    if len == 0 {
+        return None;
+    }
+    let first = addr & !(ECC_WORD - 1);
+    let last = (addr + len as u32 - 1) & !(ECC_WORD - 1);
+    Some(if first != last { first } else { first ^ ECC_WORD })
+}
+
+/// Write RAM so the data survives a reset right after: the write, then the word named by
+/// [`ecc_flush_word`] read and written back unchanged. Use it for markers and canaries a
+/// scenario checks after NRST; harmless on memories without a write buffer.
+pub async fn write_ram_durably(probe: &mut (dyn DebugProbe + '_), address: u32, data: &[u8]) -> Result<(), ProbeError> {
+    probe.write_memory(address, data).await?;
+    if let Some(word) = ecc_flush_word(address, data.len()) {
+        let same = probe.read_memory(word, ECC_WORD as usize).await?;
+        probe.write_memory(word, &same).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flush_word_is_another_word_already_in_the_array() {
+        // The 32-byte marker at the end of the H723's AXI SRAM: its first word.
+        assert_eq!(ecc_flush_word(0x2404_FFC0, 32), Some(0x2404_FFC0));
+        // Unaligned, spanning two words: the first (partially written) word.
+        assert_eq!(ecc_flush_word(0x2400_0004, 8), Some(0x2400_0000));
+        // Inside one word: its neighbour in the same 16 bytes.
+        assert_eq!(ecc_flush_word(0x2400_0008, 4), Some(0x2400_0000));
+        assert_eq!(ecc_flush_word(0x2400_0000, 8), Some(0x2400_0008));
+        assert_eq!(ecc_flush_word(0x2400_0000, 0), None);
+        for (a, n) in [(0x2400_0000u32, 32usize), (0x2400_0003, 1), (0x2400_0006, 3), (0x2400_0010, 17)] {
+            let w = ecc_flush_word(a, n).unwrap();
+            let last = (a + n as u32 - 1) & !7;
+            assert_ne!(w, last, "{a:#x}+{n}: the flush must write another word than the last");
+            assert_eq!(w % 8, 0);
+        }
+    }
+}

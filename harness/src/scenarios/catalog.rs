@@ -223,8 +223,6 @@ async fn reset_vs_power_on(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
     c.boot0(Level::High).await?;
     c.power_cycle().await?;
     bootproof_rig::time::sleep(c.boot_wait()).await;
-    let reg = b.reset.register;
-    let rmvf = (1u32 << b.reset.rmvf_bit).to_le_bytes();
     let cause = c.rig.read_reset_cause().await?;
     c.event(format!("{}: {cause}", b.reset.register_name));
     let want = b.reset.value_for(ResetKind::PowerOn);
@@ -234,8 +232,10 @@ async fn reset_vs_power_on(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
 
     let marker = *b"bootproof RAM marker: retained?!";
     let at = marker_address(&b);
-    c.rig.probe()?.write_memory(reg, &rmvf).await?;
-    c.rig.probe()?.write_memory(at, &marker).await?;
+    // RMVF written 1 then 0 (on the H7 it clears the flags for as long as it stays 1), and the
+    // marker written past the AXI SRAM's ECC write buffer (an NRST drops its last word).
+    c.rig.clear_reset_flags().await?;
+    bootproof_rig::probe::write_ram_durably(c.rig.probe()?, at, &marker).await?;
     c.event(format!("RMVF cleared the flags; RAM marker written at {at:#010x}"));
 
     c.nrst().await?;
@@ -250,7 +250,7 @@ async fn reset_vs_power_on(c: &mut Ctx<'_>) -> Result<Outcome, ScenarioError> {
     c.event(format!("RAM marker after NRST: {}", if kept { "kept" } else { "lost" }));
     check(kept, || "the RAM marker did not survive NRST (a system reset keeps RAM)".into())?;
 
-    c.rig.probe()?.write_memory(reg, &rmvf).await?;
+    c.rig.clear_reset_flags().await?;
     c.power_cycle().await?;
     bootproof_rig::time::sleep(c.boot_wait()).await;
     let cause = c.rig.read_reset_cause().await?;

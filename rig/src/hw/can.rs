@@ -1,11 +1,17 @@
 //! CAN and CAN FD through Linux SocketCAN (socketcan + tokio).
 //!
-//! The interface must be up with the bit rates of the rig config, error reporting on, and
-//! automatic restart after bus-off:
+//! The interface must be up with the bit rates and sample points of the rig config, error
+//! reporting on, and automatic restart after bus-off:
 //!
 //! ```text
-//! ip link set can0 up type can bitrate 250000 dbitrate 1000000 fd on berr-reporting on restart-ms 100
+//! ip link set can0 up type can bitrate 250000 sample-point 0.8 dbitrate 1000000 dsample-point 0.8 fd on berr-reporting on restart-ms 100
 //! ```
+//!
+//! (`ci/network/80-can0.network` does the same through systemd-networkd.) [`open`] reads what
+//! the kernel has configured over netlink ([`LinkFacts`]) and refuses an interface that is down,
+//! not in FD mode, or at other rates or sample points ([`judge_link`]). A bus-off is reported as
+//! [`BusError::BusOff`] and recovered ([`recover_bus_off`]): the kernel restarts the controller
+//! after restart-ms, and with restart-ms 0 bootproof restarts it over netlink.
 
 use std::time::Duration;
 
@@ -102,16 +108,7 @@ pub fn kernel_filter(f: &CanFilter) -> socketcan::CanFilter {
 
 /// Why an interface could not be opened, and how to fix it.
 pub fn explain_open(interface: &str, e: &std::io::Error, cfg: &CanConfig) -> String {
-    let up = match cfg.data_bitrate {
-        Some(d) => format!(
-            "ip link set {interface} up type can bitrate {} dbitrate {d} fd on berr-reporting on restart-ms 100",
-            cfg.nominal_bitrate
-        ),
-        None => format!(
-            "ip link set {interface} up type can bitrate {} berr-reporting on restart-ms 100",
-            cfg.nominal_bitrate
-        ),
-    };
+    let up = CanConfig { interface: interface.to_string(), ..cfg.clone() }.ip_link_up();
     match e.raw_os_error() {
         Some(libc::EAFNOSUPPORT) | Some(libc::EPROTONOSUPPORT) => format!(
             "this kernel has no SocketCAN support (AF_CAN): on the Pi, `modprobe can_raw` and bring the interface up: `{up}`"
@@ -120,6 +117,122 @@ pub fn explain_open(interface: &str, e: &std::io::Error, cfg: &CanConfig) -> Str
             format!("no interface named {interface}: check the CAN HAT overlay or USB adapter (`ip link`), then `{up}`")
         }
         _ => format!("{e}; bring the interface up with `{up}`"),
+    }
+}
+
+/// What the kernel reports about a CAN interface (netlink `RTM_GETLINK`, as `ip -details link
+/// show` prints it). Sample points are in tenths of a percent, as the kernel gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkFacts {
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Control mode FD on.
+    pub fd: bool,
+    /// Nominal bit rate and sample point.
+    pub bitrate: Option<(u32, u32)>,
+    /// Data bit rate and sample point (FD).
+    pub data_bitrate: Option<(u32, u32)>,
+    /// Automatic restart delay after bus-off (0: never).
+    pub restart_ms: Option<u32>,
+}
+
+/// How far the kernel's sample point may sit from the configured one, in tenths of a percent:
+/// the kernel rounds the requested sample point to the controller's time quanta.
+pub const SAMPLE_POINT_TOLERANCE: u32 = 10;
+
+/// Judge the kernel's view of the interface against the rig config: every problem, each with
+/// the command that fixes it. Empty: the interface is usable as configured.
+pub fn judge_link(facts: &LinkFacts, cfg: &CanConfig) -> Vec<String> {
+    let i = &cfg.interface;
+    let redo = format!("`ip link set {i} down && {}`", cfg.ip_link_up());
+    let pct = |permille: u32| format!("{}", permille as f64 / 10.0);
+    let mut problems = Vec::new();
+    if !facts.up {
+        problems.push(format!("{i} is down; bring it up with {redo} (or enable ci/network/80-can0.network)"));
+    }
+    let mut rate = |what: &str, got: Option<(u32, u32)>, want: u32, want_sp: u16| match got {
+        None => problems.push(format!("the kernel reports no {what} bit timing for {i}; set it with {redo}")),
+        Some((bitrate, _)) if bitrate != want => problems.push(format!(
+            "{i} runs at {bitrate} bit/s {what}, the rig config says {want} bit/s; reconfigure it with {redo}"
+        )),
+        Some((_, sp)) if sp.abs_diff(want_sp as u32) > SAMPLE_POINT_TOLERANCE => problems.push(format!(
+            "{i} samples the {what} bit at {} %, the rig config says {} %; reconfigure it with {redo}",
+            pct(sp),
+            pct(want_sp as u32)
+        )),
+        Some(_) => {}
+    };
+    rate("nominal", facts.bitrate, cfg.nominal_bitrate, cfg.sample_point);
+    if let Some(d) = cfg.data_bitrate {
+        if !facts.fd {
+            problems.push(format!("{i} is not in CAN FD mode (fd off); the rig config wants FD: {redo}"));
+        } else {
+            rate("data", facts.data_bitrate, d, cfg.data_sample_point);
+        }
+    }
+    problems
+}
+
+/// The kernel's facts over netlink.
+fn link_facts(interface: &str) -> Result<LinkFacts, String> {
+    use socketcan::nl::CanInterface;
+    let details = CanInterface::open(interface).and_then(|c| c.details()).map_err(|e| {
+        format!("cannot read {interface}'s settings over netlink ({e}); check `ip -details link show {interface}`")
+    })?;
+    let can = details.can;
+    Ok(LinkFacts {
+        up: details.is_up,
+        fd: can.ctrl_mode.is_some_and(|m| m.has_mode(socketcan::CanCtrlMode::Fd)),
+        bitrate: can.bit_timing.map(|t| (t.bitrate, t.sample_point)),
+        data_bitrate: can.data_bit_timing.map(|t| (t.bitrate, t.sample_point)),
+        restart_ms: can.restart_ms,
+    })
+}
+
+/// The kernel's control of an interface that bus-off recovery needs (netlink, or a fake).
+pub trait LinkControl {
+    /// The automatic restart delay (0: the kernel never restarts on its own).
+    fn restart_ms(&self) -> Result<Option<u32>, String>;
+    /// Restart the controller now (needs CAP_NET_ADMIN).
+    fn restart(&self) -> Result<(), String>;
+}
+
+struct Netlink(String);
+
+impl LinkControl for Netlink {
+    fn restart_ms(&self) -> Result<Option<u32>, String> {
+        socketcan::nl::CanInterface::open(&self.0).and_then(|c| c.restart_ms()).map_err(|e| e.to_string())
+    }
+    fn restart(&self) -> Result<(), String> {
+        socketcan::nl::CanInterface::open(&self.0).and_then(|c| c.restart()).map_err(|e| e.to_string())
+    }
+}
+
+/// What was done about a bus-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The kernel restarts the controller after this many ms on its own.
+    Kernel(u32),
+    /// restart-ms is 0: bootproof restarted the controller.
+    Restarted,
+    /// The controller stays bus-off: why, and how to fix it.
+    Failed(String),
+}
+
+/// Recover from a bus-off: leave it to the kernel when restart-ms is set, otherwise restart the
+/// interface now.
+pub fn recover_bus_off(interface: &str, link: &dyn LinkControl) -> Recovery {
+    match link.restart_ms() {
+        Ok(Some(ms)) if ms > 0 => Recovery::Kernel(ms),
+        Ok(_) => match link.restart() {
+            Ok(()) => Recovery::Restarted,
+            Err(e) => Recovery::Failed(format!(
+                "{interface} is bus-off with restart-ms 0 and restarting it failed ({e}); give bootproof CAP_NET_ADMIN or set `restart-ms 100` (ci/network/80-can0.network: RestartSec=100ms)"
+            )),
+        },
+        Err(e) => Recovery::Failed(format!(
+            "{interface} is bus-off and its restart setting cannot be read ({e}); check `ip -details link show {interface}`"
+        )),
     }
 }
 
@@ -149,8 +262,35 @@ pub async fn open(cfg: &CanConfig) -> Result<Box<dyn CanBus>, CanError> {
         s.set_error_filter_accept_all().map_err(err)?;
         Sock::Classic(s)
     };
+    let problems = match link_facts(&iface) {
+        Ok(facts) => judge_link(&facts, cfg),
+        Err(e) => vec![e],
+    };
+    if !problems.is_empty() {
+        return Err(CanError::Interface { interface: iface.clone(), message: problems.join("; ") });
+    }
     let rates = Bitrates { nominal: cfg.nominal_bitrate, data: cfg.data_bitrate };
     Ok(Box::new(SocketCanBus { socket, interface: iface, rates }))
+}
+
+impl SocketCanBus {
+    /// A bus-off arrived: recover, and say so as the event.
+    fn bus_off(&self) -> BusError {
+        match recover_bus_off(&self.interface, &Netlink(self.interface.clone())) {
+            Recovery::Kernel(ms) => {
+                tracing::warn!("{}: bus-off; the kernel restarts the controller after {ms} ms", self.interface);
+                BusError::BusOff
+            }
+            Recovery::Restarted => {
+                tracing::warn!("{}: bus-off; restart-ms is 0, so bootproof restarted the controller", self.interface);
+                BusError::BusOff
+            }
+            Recovery::Failed(why) => {
+                tracing::error!("{why}");
+                BusError::Other(format!("bus-off, not recovered: {why}"))
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -195,7 +335,10 @@ impl CanBus for SocketCanBus {
                 .map_err(|_| CanError::Timeout(timeout))?
                 .map_err(io)?,
         };
-        from_socketcan(frame)
+        match from_socketcan(frame)? {
+            CanEvent::Error(BusError::BusOff) => Ok(CanEvent::Error(self.bus_off())),
+            ev => Ok(ev),
+        }
     }
 
     fn set_filters(&mut self, filters: &[CanFilter]) -> Result<(), CanError> {
@@ -265,15 +408,107 @@ mod tests {
         assert_eq!(repr(kernel_filter(&ext)), (0x98DA_F110, 0x9FFF_FFFF));
     }
 
+    fn fd_config() -> CanConfig {
+        CanConfig {
+            interface: "can0".into(),
+            nominal_bitrate: 250_000,
+            data_bitrate: Some(1_000_000),
+            sample_point: 800,
+            data_sample_point: 800,
+        }
+    }
+
+    /// What a correctly configured can0 looks like to the kernel.
+    fn good() -> LinkFacts {
+        LinkFacts {
+            up: true,
+            fd: true,
+            bitrate: Some((250_000, 800)),
+            data_bitrate: Some((1_000_000, 800)),
+            restart_ms: Some(100),
+        }
+    }
+
+    #[test]
+    fn a_link_as_configured_passes() {
+        assert_eq!(judge_link(&good(), &fd_config()), Vec::<String>::new());
+        // The kernel rounds to time quanta: 87.5 % against 87.5 % configured, 79.5 % against 80 %.
+        let near = LinkFacts { bitrate: Some((250_000, 795)), ..good() };
+        assert!(judge_link(&near, &fd_config()).is_empty());
+        // A classic rig config accepts an FD interface at its nominal rate.
+        let classic = CanConfig { data_bitrate: None, ..fd_config() };
+        assert!(judge_link(&LinkFacts { fd: false, data_bitrate: None, ..good() }, &classic).is_empty());
+    }
+
+    #[test]
+    fn a_link_that_is_down_not_fd_or_at_other_rates_fails_with_the_fix() {
+        let fix = "ip link set can0 down && ip link set can0 up type can bitrate 250000 sample-point 0.8 dbitrate 1000000 dsample-point 0.8 fd on";
+        let cases: [(LinkFacts, &str); 6] = [
+            (LinkFacts { up: false, ..good() }, "can0 is down"),
+            (LinkFacts { fd: false, data_bitrate: None, ..good() }, "not in CAN FD mode"),
+            (LinkFacts { bitrate: Some((500_000, 800)), ..good() }, "500000 bit/s nominal"),
+            (LinkFacts { data_bitrate: Some((2_000_000, 800)), ..good() }, "2000000 bit/s data"),
+            (LinkFacts { bitrate: Some((250_000, 875)), ..good() }, "nominal bit at 87.5 %"),
+            (LinkFacts { data_bitrate: Some((1_000_000, 750)), ..good() }, "data bit at 75 %"),
+        ];
+        for (facts, want) in cases {
+            let problems = judge_link(&facts, &fd_config());
+            assert_eq!(problems.len(), 1, "{facts:?}: {problems:?}");
+            assert!(problems[0].contains(want) && problems[0].contains(fix), "{problems:?}");
+        }
+        let none = LinkFacts { bitrate: None, ..good() };
+        assert!(judge_link(&none, &fd_config())[0].contains("no nominal bit timing"));
+    }
+
+    struct FakeLink {
+        restart_ms: Result<Option<u32>, String>,
+        restart: Result<(), String>,
+        restarted: std::cell::Cell<u32>,
+    }
+
+    impl LinkControl for FakeLink {
+        fn restart_ms(&self) -> Result<Option<u32>, String> {
+            self.restart_ms.clone()
+        }
+        fn restart(&self) -> Result<(), String> {
+            self.restarted.set(self.restarted.get() + 1);
+            self.restart.clone()
+        }
+    }
+
+    fn link(restart_ms: Result<Option<u32>, String>, restart: Result<(), String>) -> FakeLink {
+        FakeLink { restart_ms, restart, restarted: Default::default() }
+    }
+
+    #[test]
+    fn bus_off_is_left_to_the_kernel_or_restarted() {
+        let l = link(Ok(Some(100)), Ok(()));
+        assert_eq!(recover_bus_off("can0", &l), Recovery::Kernel(100));
+        assert_eq!(l.restarted.get(), 0, "the kernel restarts it: no second restart");
+        for ms in [Some(0), None] {
+            let l = link(Ok(ms), Ok(()));
+            assert_eq!(recover_bus_off("can0", &l), Recovery::Restarted);
+            assert_eq!(l.restarted.get(), 1);
+        }
+        let l = link(Ok(Some(0)), Err("Operation not permitted".into()));
+        match recover_bus_off("can0", &l) {
+            Recovery::Failed(why) => assert!(why.contains("CAP_NET_ADMIN") && why.contains("restart-ms 100"), "{why}"),
+            r => panic!("{r:?}"),
+        }
+        let l = link(Err("netlink down".into()), Ok(()));
+        assert!(matches!(recover_bus_off("can0", &l), Recovery::Failed(w) if w.contains("ip -details link show can0")));
+        assert_eq!(l.restarted.get(), 0);
+    }
+
     #[tokio::test]
     async fn opening_without_socketcan_says_how_to_fix_it() {
-        let cfg = CanConfig { interface: "can0".into(), nominal_bitrate: 250_000, data_bitrate: Some(1_000_000) };
+        let cfg = fd_config();
         match open(&cfg).await {
             Err(e) => {
                 let e = e.to_string();
                 assert!(
                     e.contains("can0")
-                        && e.contains("ip link set can0 up type can bitrate 250000 dbitrate 1000000 fd on"),
+                        && e.contains("ip link set can0 up type can bitrate 250000 sample-point 0.8 dbitrate 1000000 dsample-point 0.8 fd on"),
                     "{e}"
                 );
             }

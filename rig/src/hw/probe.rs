@@ -7,6 +7,13 @@
 //!   after a power cycle fails on STM32);
 //! * never read a stale RTT control block: after every reset and flash the core is halted at the
 //!   reset vector, the block's ID is zeroed, and the core resumes (probe-run#351, defmt#388);
+//! * an attach under reset leaves the core halted at its reset vector: unless asked to halt,
+//!   the worker resumes it, so `rig check` and `probe info` leave the board running;
+//! * after a power cycle the debug port is reset and the session is stale: an operation that
+//!   fails is retried once after a *normal* re-attach (never under reset, which would add
+//!   PINRSTF to the reset flags a scenario is about to read);
+//! * a write into the H7's AXI SRAM is followed by a rewrite of another word of it, so its last
+//!   64-bit word leaves the ECC write buffer and survives an NRST ([`crate::probe::ecc_flush_word`]);
 //! * mass erase only with the opt-in;
 //! * the PC of a *running* core is sampled through DWT_PCSR, so the stage (ROM bootloader or
 //!   application) can be told without halting the board.
@@ -56,6 +63,9 @@ pub trait Target: Send {
     fn erase_all(&mut self) -> Result<(), String>;
     /// Erase sectors covering a range.
     fn erase_range(&mut self, start: u32, end: u32) -> Result<(), String>;
+    /// Drop the session and attach again, normally (not under reset): after a power cycle the
+    /// debug port was reset and the old session is stale.
+    fn reattach(&mut self) -> Result<(), String>;
     /// Attach RTT (control block at `cb`, or scan RAM).
     fn rtt_attach(&mut self, cb: Option<u32>, timeout: Duration) -> Result<(), String>;
     /// Read RTT up-channel 0.
@@ -120,21 +130,74 @@ enum Cmd {
 
 type Reply<T> = tokio::sync::oneshot::Sender<Result<T, ProbeError>>;
 
+/// The STM32H7's AXI SRAM window (D1 domain, 0x2400_0000; the largest part has 1 MiB), where a
+/// 64-bit ECC write buffer holds the last word written.
+pub const H7_AXI_SRAM: std::ops::Range<u32> = 0x2400_0000..0x2410_0000;
+
+/// Where writes need the ECC write buffer flushed, by probe-rs chip name.
+pub fn ecc_buffered_ram(chip: &str) -> Option<std::ops::Range<u32>> {
+    chip.to_ascii_uppercase().starts_with("STM32H7").then_some(H7_AXI_SRAM)
+}
+
 /// The worker: the target plus bootproof's rules around it.
 pub struct Worker<T: Target> {
     target: T,
     /// The RTT control block of the firmware, once known: zeroed at every reset.
     rtt_block: Option<u32>,
+    /// RAM behind an ECC write buffer (the H7's AXI SRAM).
+    ecc_ram: Option<std::ops::Range<u32>>,
 }
 
 impl<T: Target> Worker<T> {
     /// A worker over `target`.
     pub fn new(target: T) -> Self {
-        Worker { target, rtt_block: None }
+        Worker { target, rtt_block: None, ecc_ram: None }
+    }
+
+    /// Flush the ECC write buffer after writes into `ram`.
+    pub fn with_ecc_ram(mut self, ram: Option<std::ops::Range<u32>>) -> Self {
+        self.ecc_ram = ram;
+        self
+    }
+
+    /// Right after the attach: an attach under reset leaves the core halted at the reset
+    /// vector; resume it, so opening the probe leaves the board running. A core found halted
+    /// by a normal attach stays halted (someone halted it on purpose).
+    pub fn release_attach_halt(&mut self, attached_under_reset: bool) -> Result<(), String> {
+        if attached_under_reset && self.target.status()?.0 == CoreState::Halted {
+            self.target.run()?;
+        }
+        Ok(())
+    }
+
+    /// Run `op`; if it fails, re-attach normally once and run it again (a power cycle made the
+    /// session stale). Both errors are reported if the retry fails too.
+    fn retrying<R>(&mut self, mut op: impl FnMut(&mut T) -> Result<R, String>) -> Result<R, String> {
+        match op(&mut self.target) {
+            Ok(r) => Ok(r),
+            Err(first) => match self.target.reattach() {
+                Ok(()) => op(&mut self.target)
+                    .map_err(|again| format!("{again} (also after a normal re-attach; first attempt: {first})")),
+                Err(e) => Err(format!(
+                    "{first}; a normal re-attach failed too ({e}): is the board powered? (a power cycle resets the debug port)"
+                )),
+            },
+        }
+    }
+
+    fn write(&mut self, addr: u32, data: &[u8]) -> Result<(), String> {
+        self.retrying(|t| t.write(addr, data))?;
+        let buffered = self.ecc_ram.as_ref().is_some_and(|r| r.contains(&addr));
+        if let Some(word) = crate::probe::ecc_flush_word(addr, data.len()).filter(|_| buffered) {
+            let mut same = [0u8; crate::probe::ECC_WORD as usize];
+            self.target.read(word, &mut same)?;
+            self.target.write(word, &same)?;
+        }
+        Ok(())
     }
 
     fn status(&mut self) -> Result<CoreStatus, ProbeError> {
-        let (state, pc, detail) = self.target.status().map_err(ProbeError::Other)?;
+        let (state, pc, detail) = self.retrying(|t| t.status()).map_err(ProbeError::Other)?;
         let pc = match (state, pc) {
             (CoreState::Running | CoreState::Sleeping, None) => self.running_pc(),
             (_, pc) => pc,
@@ -155,7 +218,7 @@ impl<T: Target> Worker<T> {
 
     /// Reset; with a known RTT block, halt at the reset vector, zero the block's ID, resume.
     fn reset(&mut self, halt: bool) -> Result<CoreStatus, ProbeError> {
-        let pc = self.target.reset_and_halt().map_err(ProbeError::Other)?;
+        let pc = self.retrying(|t| t.reset_and_halt()).map_err(ProbeError::Other)?;
         if let Some(cb) = self.rtt_block {
             self.target
                 .write(cb, &[0u8; 16])
@@ -174,26 +237,25 @@ impl<T: Target> Worker<T> {
             Cmd::Info(r) => drop(r.send(self.target.info().map_err(other))),
             Cmd::Read(addr, len, r) => {
                 let mut buf = vec![0u8; len];
-                let res = self.target.read(addr, &mut buf).map(|()| buf).map_err(|message| ProbeError::Memory {
-                    address: addr,
-                    len,
-                    message,
-                });
+                let res = self
+                    .retrying(|t| t.read(addr, &mut buf))
+                    .map(|()| buf)
+                    .map_err(|message| ProbeError::Memory { address: addr, len, message });
                 drop(r.send(res));
             }
             Cmd::Write(addr, data, r) => {
                 let len = data.len();
-                drop(r.send(self.target.write(addr, &data).map_err(|message| ProbeError::Memory {
+                drop(r.send(self.write(addr, &data).map_err(|message| ProbeError::Memory {
                     address: addr,
                     len,
                     message,
                 })));
             }
             Cmd::Halt(r) => {
-                let res = self.target.halt().map_err(other).and_then(|()| self.status());
+                let res = self.retrying(|t| t.halt()).map_err(other).and_then(|()| self.status());
                 drop(r.send(res));
             }
-            Cmd::Run(r) => drop(r.send(self.target.run().map_err(other))),
+            Cmd::Run(r) => drop(r.send(self.retrying(|t| t.run()).map_err(other))),
             Cmd::Step(r) => {
                 let res = self.target.step().map_err(other).and_then(|_| self.status());
                 drop(r.send(res));
@@ -237,11 +299,16 @@ pub struct ThreadedProbe {
 impl ThreadedProbe {
     /// Serve `target` on a new thread.
     pub fn spawn<T: Target + 'static>(target: T) -> ThreadedProbe {
+        Self::spawn_with(Worker::new(target))
+    }
+
+    /// Serve a configured worker on a new thread.
+    pub fn spawn_with<T: Target + 'static>(worker: Worker<T>) -> ThreadedProbe {
         let (tx, rx) = mpsc::channel::<Cmd>();
         std::thread::Builder::new()
             .name("probe".into())
             .spawn(move || {
-                let mut w = Worker::new(target);
+                let mut w = worker;
                 while let Ok(cmd) = rx.recv() {
                     w.handle(cmd);
                 }
@@ -395,7 +462,9 @@ impl ProgressMap {
 
 /// An attached probe-rs session.
 pub struct ProbeRsTarget {
-    session: probe_rs::Session,
+    /// `None` only between dropping a stale session and a failed re-attach.
+    session: Option<probe_rs::Session>,
+    cfg: ProbeConfig,
     probe: String,
     chip: String,
     voltage: Option<f32>,
@@ -406,6 +475,52 @@ fn e2s(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// One attach: open the probe named in `cfg` and attach to its chip, under reset or normally.
+/// Returns the session, the probe's name and the target voltage it measures.
+fn attach_once(
+    lister: &probe_rs::probe::list::Lister,
+    cfg: &ProbeConfig,
+    under_reset: bool,
+) -> Result<(probe_rs::Session, String, Option<f32>), AttachFailure> {
+    let selector_text = cfg.selector.to_string();
+    let selector: probe_rs::probe::DebugProbeSelector = selector_text
+        .parse()
+        .map_err(|e| AttachFailure::NoProbe(format!("no usable probe matches {selector_text} ({e})")))?;
+    let mut probe = lister.open(selector).map_err(|e| {
+        let listed: Vec<String> = lister.list_all().iter().map(|p| format!("{p}")).collect();
+        AttachFailure::NoProbe(format!(
+            "no usable probe matches {selector_text} ({e}); probes present: {}; check the selector (VID:PID[:SERIAL], see `probe-rs list`), the USB cable and the udev rules (ci/udev)",
+            if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
+        ))
+    })?;
+    probe.select_protocol(probe_rs::probe::WireProtocol::Swd).map_err(|e| AttachFailure::NoProbe(e2s(e)))?;
+    probe.set_speed(cfg.speed_khz).map_err(|e| AttachFailure::NoProbe(e2s(e)))?;
+    let name = probe.get_name();
+    let voltage = probe.get_target_voltage().ok().flatten();
+    // Our own Permissions gate mass erase; probe-rs may do what we ask.
+    let perms = probe_rs::Permissions::new().allow_erase_all();
+    let session = if under_reset {
+        probe.attach_under_reset(cfg.chip.as_str(), perms)
+    } else {
+        probe.attach(cfg.chip.as_str(), perms)
+    }
+    .map_err(|e| AttachFailure::Target(e2s(e)))?;
+    Ok((session, name, voltage))
+}
+
+/// The live session (a free function, so the RTT state can be borrowed beside it).
+fn live(session: &mut Option<probe_rs::Session>) -> Result<&mut probe_rs::Session, String> {
+    session.as_mut().ok_or_else(|| {
+        "the probe session was lost and re-attaching failed: power the board and run the command again".into()
+    })
+}
+
+impl ProbeRsTarget {
+    fn session(&mut self) -> Result<&mut probe_rs::Session, String> {
+        live(&mut self.session)
+    }
+}
+
 impl Target for ProbeRsTarget {
     fn info(&mut self) -> Result<ProbeInfo, String> {
         Ok(ProbeInfo { probe: self.probe.clone(), chip: self.chip.clone(), target_voltage: self.voltage })
@@ -413,24 +528,24 @@ impl Target for ProbeRsTarget {
 
     fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), String> {
         use probe_rs::MemoryInterface;
-        self.session.core(0).map_err(e2s)?.read(addr as u64, buf).map_err(e2s)
+        live(&mut self.session)?.core(0).map_err(e2s)?.read(addr as u64, buf).map_err(e2s)
     }
 
     fn write(&mut self, addr: u32, data: &[u8]) -> Result<(), String> {
         use probe_rs::MemoryInterface;
-        self.session.core(0).map_err(e2s)?.write(addr as u64, data).map_err(e2s)
+        live(&mut self.session)?.core(0).map_err(e2s)?.write(addr as u64, data).map_err(e2s)
     }
 
     fn halt(&mut self) -> Result<(), String> {
-        self.session.core(0).map_err(e2s)?.halt(Duration::from_millis(500)).map(drop).map_err(e2s)
+        live(&mut self.session)?.core(0).map_err(e2s)?.halt(Duration::from_millis(500)).map(drop).map_err(e2s)
     }
 
     fn run(&mut self) -> Result<(), String> {
-        self.session.core(0).map_err(e2s)?.run().map_err(e2s)
+        live(&mut self.session)?.core(0).map_err(e2s)?.run().map_err(e2s)
     }
 
     fn step(&mut self) -> Result<u32, String> {
-        let mut core = self.session.core(0).map_err(e2s)?;
+        let mut core = live(&mut self.session)?.core(0).map_err(e2s)?;
         if !core.core_halted().map_err(e2s)? {
             return Err("the core is running: halt it first (`bootproof probe halt`)".into());
         }
@@ -438,7 +553,7 @@ impl Target for ProbeRsTarget {
     }
 
     fn registers(&mut self) -> Result<CoreRegisters, String> {
-        let mut core = self.session.core(0).map_err(e2s)?;
+        let mut core = live(&mut self.session)?.core(0).map_err(e2s)?;
         if !core.core_halted().map_err(e2s)? {
             return Err("the core is running: halt it first (`bootproof probe halt`)".into());
         }
@@ -453,12 +568,13 @@ impl Target for ProbeRsTarget {
 
     fn reset_and_halt(&mut self) -> Result<u32, String> {
         self.rtt = None; // the target zeroes its RTT cursors on reset (defmt#388)
-        let info = self.session.core(0).map_err(e2s)?.reset_and_halt(Duration::from_millis(500)).map_err(e2s)?;
+        let info =
+            live(&mut self.session)?.core(0).map_err(e2s)?.reset_and_halt(Duration::from_millis(500)).map_err(e2s)?;
         Ok(info.pc as u32)
     }
 
     fn status(&mut self) -> Result<(CoreState, Option<u32>, Option<String>), String> {
-        let mut core = self.session.core(0).map_err(e2s)?;
+        let mut core = live(&mut self.session)?.core(0).map_err(e2s)?;
         let (state, detail) = map_status(core.status().map_err(e2s)?);
         let pc = if state == CoreState::Halted {
             let pc_reg = core.program_counter();
@@ -470,7 +586,7 @@ impl Target for ProbeRsTarget {
     }
 
     fn flash(&mut self, segments: &[(u32, Vec<u8>)], progress: &mut dyn FnMut(FlashProgress)) -> Result<(), String> {
-        let mut loader = self.session.target().flash_loader();
+        let mut loader = self.session()?.target().flash_loader();
         for (addr, data) in segments {
             loader.add_data(*addr as u64, data).map_err(e2s)?;
         }
@@ -482,17 +598,17 @@ impl Target for ProbeRsTarget {
                 progress(p);
             }
         });
-        loader.commit(&mut self.session, opts).map_err(e2s)
+        loader.commit(self.session()?, opts).map_err(e2s)
     }
 
     fn erase_all(&mut self) -> Result<(), String> {
-        probe_rs::flashing::erase_all(&mut self.session, &mut probe_rs::flashing::FlashProgress::empty(), false)
+        probe_rs::flashing::erase_all(self.session()?, &mut probe_rs::flashing::FlashProgress::empty(), false)
             .map_err(e2s)
     }
 
     fn erase_range(&mut self, start: u32, end: u32) -> Result<(), String> {
         probe_rs::flashing::erase(
-            &mut self.session,
+            self.session()?,
             &mut probe_rs::flashing::FlashProgress::empty(),
             start as u64,
             end as u64,
@@ -501,10 +617,24 @@ impl Target for ProbeRsTarget {
         .map_err(e2s)
     }
 
+    fn reattach(&mut self) -> Result<(), String> {
+        self.rtt = None;
+        // The stale session holds the probe's USB handle: drop it before opening the probe again.
+        self.session = None;
+        let lister = probe_rs::probe::list::Lister::new();
+        let (session, _, voltage) = attach_once(&lister, &self.cfg, false).map_err(|e| match e {
+            AttachFailure::NoProbe(e) | AttachFailure::Target(e) => e,
+        })?;
+        tracing::info!("probe re-attached to {} (normal attach: the board was not reset)", self.chip);
+        self.session = Some(session);
+        self.voltage = voltage;
+        Ok(())
+    }
+
     fn rtt_attach(&mut self, cb: Option<u32>, timeout: Duration) -> Result<(), String> {
         use probe_rs::rtt::{ChannelMode, ScanRegion};
         let region = cb.map(|a| ScanRegion::Exact(a as u64)).unwrap_or(ScanRegion::Ram);
-        let mut core = self.session.core(0).map_err(e2s)?;
+        let mut core = live(&mut self.session)?.core(0).map_err(e2s)?;
         let mut rtt = probe_rs::rtt::try_attach_to_rtt(&mut core, timeout, &region).map_err(e2s)?;
         // Never let the firmware block on a full buffer when the host detaches (relay cycling).
         if let Some(up) = rtt.up_channel(0) {
@@ -516,7 +646,7 @@ impl Target for ProbeRsTarget {
 
     fn rtt_read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
         let rtt = self.rtt.as_mut().ok_or("not attached; call rtt_attach after every reset")?;
-        let mut core = self.session.core(0).map_err(e2s)?;
+        let mut core = live(&mut self.session)?.core(0).map_err(e2s)?;
         let up = rtt.up_channel(0).ok_or("the firmware has no RTT up channel 0")?;
         match up.read(&mut core, buf) {
             Ok(n) => Ok(n),
@@ -528,36 +658,22 @@ impl Target for ProbeRsTarget {
     }
 }
 
-/// Open and attach the probe named in `cfg`.
+/// Open and attach the probe named in `cfg`. An attach under reset halts the core at its reset
+/// vector; it is resumed before this returns, so opening the probe leaves the board running.
 pub async fn open(cfg: &ProbeConfig) -> Result<Box<dyn DebugProbe>, ProbeError> {
     let cfg = cfg.clone();
-    let selector_text = cfg.selector.to_string();
-    let target = tokio::task::spawn_blocking(move || -> Result<ProbeRsTarget, ProbeError> {
-        let selector: probe_rs::probe::DebugProbeSelector = selector_text
-            .parse()
-            .map_err(|e| ProbeError::Open { selector: selector_text.clone(), message: format!("{e}") })?;
+    let (target, under_reset) = tokio::task::spawn_blocking(move || -> Result<(ProbeRsTarget, bool), ProbeError> {
         let lister = probe_rs::probe::list::Lister::new();
-        let mut name = String::new();
-        let mut voltage = None;
-        let attach = |under_reset: bool| -> Result<probe_rs::Session, AttachFailure> {
-            let mut probe = lister.open(selector.clone()).map_err(|e| {
-                let listed: Vec<String> = lister.list_all().iter().map(|p| format!("{p}")).collect();
-                AttachFailure::NoProbe(format!(
-                    "no usable probe matches {selector_text} ({e}); probes present: {}; check the selector (VID:PID[:SERIAL], see `probe-rs list`), the USB cable and the udev rules (ci/udev)",
-                    if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
-                ))
-            })?;
-            probe.select_protocol(probe_rs::probe::WireProtocol::Swd).map_err(|e| AttachFailure::NoProbe(e2s(e)))?;
-            probe.set_speed(cfg.speed_khz).map_err(|e| AttachFailure::NoProbe(e2s(e)))?;
-            name = probe.get_name();
-            voltage = probe.get_target_voltage().ok().flatten();
-            // Our own Permissions gate mass erase; probe-rs may do what we ask.
-            let perms = probe_rs::Permissions::new().allow_erase_all();
-            if under_reset { probe.attach_under_reset(cfg.chip.as_str(), perms) } else { probe.attach(cfg.chip.as_str(), perms) }
-                .map_err(|e| AttachFailure::Target(e2s(e)))
+        let mut last_under_reset = false;
+        let attach = |under_reset: bool| {
+            last_under_reset = under_reset;
+            attach_once(&lister, &cfg, under_reset)
         };
         match attach_with_retries(cfg.attach_retries, cfg.connect_under_reset, attach, std::thread::sleep) {
-            Ok((session, _)) => Ok(ProbeRsTarget { session, probe: name, chip: cfg.chip.clone(), voltage, rtt: None }),
+            Ok(((session, probe, voltage), _)) => Ok((
+                ProbeRsTarget { session: Some(session), chip: cfg.chip.clone(), cfg: cfg.clone(), probe, voltage, rtt: None },
+                last_under_reset,
+            )),
             Err(errors) if errors.len() == 1 && errors[0].starts_with("no usable probe") => {
                 Err(ProbeError::Open { selector: cfg.selector.to_string(), message: errors[0].clone() })
             }
@@ -573,7 +689,14 @@ pub async fn open(cfg: &ProbeConfig) -> Result<Box<dyn DebugProbe>, ProbeError> 
     })
     .await
     .map_err(|e| ProbeError::Other(format!("attach thread failed: {e}")))??;
-    Ok(Box::new(ThreadedProbe::spawn(target)))
+    let chip = target.chip.clone();
+    let mut worker = Worker::new(target).with_ecc_ram(ecc_buffered_ram(&chip));
+    worker.release_attach_halt(under_reset).map_err(|e| {
+        ProbeError::Other(format!(
+            "attached under reset, but resuming the halted core failed ({e}); run `bootproof probe run`"
+        ))
+    })?;
+    Ok(Box::new(ThreadedProbe::spawn_with(worker)))
 }
 
 #[cfg(test)]
@@ -586,6 +709,12 @@ mod tests {
     struct Log {
         calls: Vec<String>,
         mem: BTreeMap<u32, u8>,
+        /// The core is halted (an attach under reset leaves it so).
+        halted: bool,
+        /// The session is stale (the board was power-cycled): every access fails.
+        stale: bool,
+        /// Re-attaching fails too (the board is off).
+        unpowered: bool,
     }
 
     #[derive(Clone, Default)]
@@ -608,6 +737,10 @@ mod tests {
             Ok(ProbeInfo { probe: "fake".into(), chip: "STM32H723ZGTx".into(), target_voltage: Some(3.3) })
         }
         fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), String> {
+            if self.log.lock().unwrap().stale {
+                self.note(&format!("read {addr:#010x} failed"));
+                return Err("SWD error: the target did not answer".into());
+            }
             if addr == DWT_PCSR {
                 buf.copy_from_slice(&self.running_pc.to_le_bytes());
                 return Ok(());
@@ -632,6 +765,7 @@ mod tests {
         }
         fn run(&mut self) -> Result<(), String> {
             self.note("run");
+            self.log.lock().unwrap().halted = false;
             Ok(())
         }
         fn reset_and_halt(&mut self) -> Result<u32, String> {
@@ -647,7 +781,19 @@ mod tests {
             Ok(CoreRegisters { r: [7; 16], xpsr: 0x0100_0000, msp: 0x2002_0000, psp: 0 })
         }
         fn status(&mut self) -> Result<(CoreState, Option<u32>, Option<String>), String> {
+            if self.log.lock().unwrap().halted {
+                return Ok((CoreState::Halted, Some(0x0800_0400), None));
+            }
             Ok((CoreState::Running, None, None))
+        }
+        fn reattach(&mut self) -> Result<(), String> {
+            self.note("reattach");
+            let mut log = self.log.lock().unwrap();
+            if log.unpowered {
+                return Err("no target voltage".into());
+            }
+            log.stale = false;
+            Ok(())
         }
         fn flash(
             &mut self,
@@ -753,6 +899,71 @@ mod tests {
         p.flash(&img, &mut |pr| seen.push(pr)).await.unwrap();
         assert_eq!(seen.len(), 1);
         assert!(fake.calls().iter().rev().take(3).any(|c| c.starts_with("write 0x24000078")));
+    }
+
+    fn fake_with(f: impl FnOnce(&mut Log)) -> Fake {
+        let fake = Fake::default();
+        f(&mut fake.log.lock().unwrap());
+        fake
+    }
+
+    #[test]
+    fn an_attach_under_reset_leaves_the_core_running() {
+        let fake = fake_with(|l| l.halted = true);
+        Worker::new(fake.clone()).release_attach_halt(true).unwrap();
+        assert_eq!(fake.calls(), ["run"], "halted by the attach under reset: resumed");
+        // A normal attach that finds the core halted leaves it halted (someone halted it).
+        let fake = fake_with(|l| l.halted = true);
+        Worker::new(fake.clone()).release_attach_halt(false).unwrap();
+        assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+        // Running already: nothing to do.
+        let fake = Fake::default();
+        Worker::new(fake.clone()).release_attach_halt(true).unwrap();
+        assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    }
+
+    #[tokio::test]
+    async fn a_stale_session_after_a_power_cycle_is_reattached_normally() {
+        let fake = fake_with(|l| {
+            l.stale = true;
+            l.mem.insert(0x5802_44D0, 0x00);
+            l.mem.insert(0x5802_44D3, 0x0E); // some flags in the top byte
+        });
+        let mut p = ThreadedProbe::spawn(fake.clone());
+        assert_eq!(p.read_u32(0x5802_44D0).await.unwrap(), 0x0E00_0000);
+        let calls = fake.calls();
+        assert_eq!(calls, ["read 0x580244d0 failed", "reattach"], "one normal re-attach, no reset: {calls:?}");
+        // A board that stays off: both errors, with what to check.
+        let fake = fake_with(|l| {
+            l.stale = true;
+            l.unpowered = true;
+        });
+        let mut p = ThreadedProbe::spawn(fake.clone());
+        let e = p.read_u32(0x2000_0000).await.unwrap_err().to_string();
+        assert!(e.contains("did not answer") && e.contains("re-attach failed") && e.contains("powered"), "{e}");
+        assert!(!fake.calls().iter().any(|c| c.contains("reset")), "{:?}", fake.calls());
+    }
+
+    #[tokio::test]
+    async fn writes_to_the_h7_axi_sram_flush_the_ecc_write_buffer() {
+        assert_eq!(ecc_buffered_ram("STM32H723ZGTx"), Some(H7_AXI_SRAM));
+        assert_eq!(ecc_buffered_ram("STM32F446RETx"), None);
+        let fake = Fake::default();
+        let mut p =
+            ThreadedProbe::spawn_with(Worker::new(fake.clone()).with_ecc_ram(ecc_buffered_ram("STM32H723ZGTx")));
+        let marker = *b"bootproof RAM marker: retained?!";
+        p.write_memory(0x2404_FFC0, &marker).await.unwrap();
+        let writes: Vec<String> = fake.calls().into_iter().filter(|c| c.starts_with("write")).collect();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert!(
+            writes[1].starts_with("write 0x2404ffc0 [62, 6f, 6f, 74, 70, 72, 6f, 6f]"),
+            "the first word again: {writes:?}"
+        );
+        assert_eq!(p.read_memory(0x2404_FFC0, 32).await.unwrap(), marker, "the rewrite changed nothing");
+        // DTCM has no such buffer: one write.
+        let before = fake.calls().len();
+        p.write_memory(0x2000_0000, &marker).await.unwrap();
+        assert_eq!(fake.calls()[before..].iter().filter(|c| c.starts_with("write")).count(), 1);
     }
 
     #[tokio::test]

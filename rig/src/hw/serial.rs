@@ -191,7 +191,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_port_names_the_path_and_suggests_by_id() {
-        let cfg = ConsoleConfig { port: "/dev/ttyNOPE9".into(), baud: 115_200 };
+        let cfg = ConsoleConfig { port: "/dev/ttyNOPE9".into(), baud: 115_200, via_stlink: false };
         let e = open(&cfg).await.err().expect("no such port").to_string();
         assert!(e.contains("/dev/ttyNOPE9") && e.contains("/dev/serial/by-id"), "{e}");
     }

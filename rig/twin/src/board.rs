@@ -97,8 +97,11 @@ pub struct State {
     pub generation: u64,
     /// Power-on count.
     pub power_cycles: u64,
-    /// Reset-cause register.
+    /// Reset-cause register's flags.
     pub rsr: u32,
+    /// RMVF as last written, when the profile holds it (`reset.rmvf_held`, assumption
+    /// `rsr-rmvf`): while set, the flags stay cleared and a reset's flags are lost.
+    pub rmvf: bool,
     /// Latched flash-empty flag (parts with the empty check).
     pub empty_flag: bool,
     /// Readout protection.
@@ -191,6 +194,7 @@ impl Board {
                 generation: 0,
                 power_cycles: 0,
                 rsr: 0,
+                rmvf: false,
                 empty_flag: true,
                 rdp: Rdp::Level0,
                 flash,
@@ -317,6 +321,7 @@ impl Board {
             }
             // RSR is reset by the power-on reset, then holds the power-on flags.
             st.rsr = self.profile.reset.value_for(ResetKind::PowerOn);
+            st.rmvf = false;
             // Option bytes load at power-on: the empty check looks at the first flash word.
             st.empty_flag = st.flash.first_word_erased();
             self.log("power on (power-on reset)");
@@ -345,7 +350,7 @@ impl Board {
         }
         if low {
             self.enter_reset(&mut st);
-            st.rsr |= self.profile.reset.value_for(ResetKind::Pin);
+            self.latch_flags(&mut st, self.profile.reset.value_for(ResetKind::Pin));
             st.core = Core { run: Run::InReset, pc: 0, what: "held in reset (NRST low)".into() };
             self.log("NRST low");
         } else {
@@ -417,7 +422,7 @@ impl Board {
         } else {
             self.profile.reset.value_for(ResetKind::Pin)
         };
-        st.rsr |= flags;
+        self.latch_flags(&mut st, flags);
         if kind == ResetKind::OptionReload {
             st.empty_flag = st.flash.first_word_erased();
         }
@@ -568,7 +573,7 @@ impl Board {
         }
         let reg = p.reset.register;
         if addr >= reg && addr as u64 + len as u64 <= reg as u64 + 4 {
-            let bytes = st.rsr.to_le_bytes();
+            let bytes = self.rsr_value(st).to_le_bytes();
             buf.copy_from_slice(&bytes[(addr - reg) as usize..(addr - reg + len) as usize]);
             return Ok(());
         }
@@ -608,6 +613,37 @@ impl Board {
         (addr.wrapping_mul(2_654_435_761) >> 24) as u8 | 0x01
     }
 
+    /// A reset latches `flags` into the reset-cause register, unless RMVF is held (assumption
+    /// `rsr-rmvf`): then they are lost.
+    fn latch_flags(&self, st: &mut State, flags: u32) {
+        if st.rmvf {
+            self.log(format!(
+                "{} flags {flags:#010x} lost: RMVF is still 1 (write it 0 after clearing)",
+                self.profile.reset.register_name
+            ));
+        } else {
+            st.rsr |= flags;
+        }
+    }
+
+    /// The reset-cause register as read: the flags, and RMVF while it is held.
+    pub(crate) fn rsr_value(&self, st: &State) -> u32 {
+        st.rsr | ((st.rmvf as u32) << self.profile.reset.rmvf_bit)
+    }
+
+    /// A write of the reset-cause register with RMVF `set` (by the debugger, or `by` the
+    /// firmware): 1 clears the flags; with `reset.rmvf_held` the bit stays until written 0.
+    pub(crate) fn write_rmvf(&self, st: &mut State, set: bool, by: &str) {
+        let r = &self.profile.reset;
+        if set {
+            st.rsr = 0;
+            self.log(format!("{} cleared (RMVF){by}", r.register_name));
+        } else if st.rmvf {
+            self.log(format!("{} RMVF written 0{by}: flags latch again", r.register_name));
+        }
+        st.rmvf = set && r.rmvf_held;
+    }
+
     /// Write through the memory map (RAM, backup SRAM, the reset-cause register's RMVF).
     pub(crate) fn mem_write(&self, st: &mut State, addr: u32, data: &[u8]) -> Result<(), McuError> {
         let len = data.len() as u32;
@@ -625,10 +661,7 @@ impl Board {
         }
         if addr == p.reset.register && data.len() == 4 {
             let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-            if v & (1 << p.reset.rmvf_bit) != 0 {
-                st.rsr = 0;
-                self.log(format!("{} cleared (RMVF)", p.reset.register_name));
-            }
+            self.write_rmvf(st, v & (1 << p.reset.rmvf_bit) != 0, "");
             return Ok(());
         }
         Err(McuError::BusFault(addr))
@@ -756,7 +789,7 @@ impl Board {
             return;
         }
         self.enter_reset(&mut st);
-        st.rsr |= self.profile.reset.value_for(ResetKind::Software);
+        self.latch_flags(&mut st, self.profile.reset.value_for(ResetKind::Software));
         self.log(if halt { "debugger reset and halt" } else { "debugger reset" });
         if st.nrst_low {
             st.core = Core { run: Run::InReset, pc: 0, what: "held in reset (NRST low)".into() };
@@ -1006,7 +1039,8 @@ impl Mcu {
 
     /// The reset-cause register.
     pub fn reset_flags(&self) -> u32 {
-        self.board.state().rsr
+        let st = self.board.state();
+        self.board.rsr_value(&st)
     }
 
     /// Readout protection level.

@@ -28,9 +28,48 @@ async fn rsr(rig: &mut Rig) -> u32 {
 }
 
 async fn clear_flags(rig: &mut Rig) {
-    let b = rig.board().reset.clone();
-    rig.probe().unwrap().write_memory(b.register, &(1u32 << b.rmvf_bit).to_le_bytes()).await.unwrap();
+    rig.clear_reset_flags().await.unwrap();
     assert_eq!(rsr(rig).await, 0, "RMVF clears every flag");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rmvf_left_at_one_loses_the_next_resets_flags() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    let b = rig.board().reset.clone();
+    assert!(b.rmvf_held, "the H723 profile holds RMVF (assumption rsr-rmvf)");
+    let (pin, rmvf) = (b.value_for(ResetKind::Pin), 1u32 << b.rmvf_bit);
+    // The host's way (RMVF 1, then 0): the next NRST's flags latch.
+    clear_flags(&mut rig).await;
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(rsr(&mut rig).await, pin, "cleared with 1 then 0: NRST's flags are kept");
+    // A host that writes 1 and forgets the 0: RMVF reads back set and NRST's flags are lost.
+    rig.probe().unwrap().write_memory(b.register, &rmvf.to_le_bytes()).await.unwrap();
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(rsr(&mut rig).await, rmvf, "RMVF still 1: the reset's flags are lost");
+    rig.probe().unwrap().reset().await.unwrap();
+    assert_eq!(rsr(&mut rig).await, rmvf, "a software reset's too");
+    // RMVF written 0: flags latch again.
+    rig.probe().unwrap().write_memory(b.register, &0u32.to_le_bytes()).await.unwrap();
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(rsr(&mut rig).await, pin);
+    // A power-on reset clears RMVF.
+    rig.probe().unwrap().write_memory(b.register, &rmvf.to_le_bytes()).await.unwrap();
+    rig.power().unwrap().power_cycle(None).await.unwrap();
+    assert_eq!(rsr(&mut rig).await, b.value_for(ResetKind::PowerOn));
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(rsr(&mut rig).await, b.value_for(ResetKind::PowerOn) | pin);
+
+    // Profiles without the assumption: RMVF is a one-shot clear (F4: "set by software").
+    let t = twin("stm32f446re");
+    let mut rig = t.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    let b = rig.board().reset.clone();
+    assert!(!b.rmvf_held);
+    rig.probe().unwrap().write_memory(b.register, &(1u32 << b.rmvf_bit).to_le_bytes()).await.unwrap();
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(rsr(&mut rig).await, b.value_for(ResetKind::Pin));
 }
 
 /// Flash the stand-in app through the probe (BOOT0 low afterwards).

@@ -141,7 +141,7 @@ impl Bus for SocBus<'_> {
             return Ok(v);
         }
         if self.p.claims(addr) {
-            let rsr = self.st.rsr;
+            let rsr = self.board.rsr_value(self.st);
             let rdp1 = self.st.rdp == crate::board::Rdp::Level1;
             let word = self.p.read(addr & !3, ctx.cycles, rsr, rdp1);
             let reg = (addr & !3).wrapping_sub(crate::emu::periph::addr::RCC);
@@ -192,10 +192,21 @@ impl Bus for SocBus<'_> {
                 Size::Byte => ((value & 0xFF) << sh, 0xFF << sh),
             };
             let sectors = self.st.flash.sectors().len() as u32;
+            let reg = (addr & !3).wrapping_sub(crate::emu::periph::addr::RCC);
+            let is_rsr = match self.p.generic_reset_register() {
+                Some(r) => addr & !3 == r,
+                None => reg == crate::emu::periph::rcc::RSR || reg == crate::emu::periph::rcc::C1_RSR,
+            };
+            let r = &self.profile.reset;
+            let rmvf_written = is_rsr && mask & (1 << r.rmvf_bit) != 0;
             if self.p.write(addr & !3, v, mask, ctx.cycles, sectors) {
                 self.st.rsr = 0;
-                self.log
-                    .push((ctx.cycles, format!("{} cleared (RMVF) by the firmware", self.profile.reset.register_name)));
+                self.st.rmvf = r.rmvf_held;
+                self.log.push((ctx.cycles, format!("{} cleared (RMVF) by the firmware", r.register_name)));
+            } else if rmvf_written && self.st.rmvf {
+                // Assumption rsr-rmvf: RMVF written 0 lets the next reset's flags latch again.
+                self.st.rmvf = false;
+                self.log.push((ctx.cycles, format!("{} RMVF written 0 by the firmware", r.register_name)));
             }
             self.start_flash_ops(ctx.cycles);
             return Ok(());
