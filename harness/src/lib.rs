@@ -7,6 +7,7 @@
 pub mod firmware;
 pub mod flash;
 pub mod inject;
+pub mod report;
 pub mod rom;
 pub mod scenarios;
 pub mod target;

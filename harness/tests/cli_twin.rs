@@ -198,3 +198,26 @@ fn uds_read_reports_the_bootloader_and_both_slots() {
         assert!(out.contains(line), "{line:?} missing from:\n{out}");
     }
 }
+
+#[test]
+fn twin_serve_takes_twin_like_every_other_command() {
+    // The board comes from --twin (or --board); neither, or two that disagree, is refused.
+    let (_, err) = text(&bootproof(&["twin", "serve", "--usart-tcp", "127.0.0.1:0"]));
+    assert!(err.contains("which board? give --twin BOARD"), "{err}");
+    let (_, err) = text(&bootproof(&[
+        "--twin",
+        "stm32h723zg",
+        "twin",
+        "serve",
+        "--board",
+        "stm32f446re",
+        "--usart-tcp",
+        "127.0.0.1:0",
+    ]));
+    assert!(err.contains("--twin stm32h723zg and --board stm32f446re disagree"), "{err}");
+    // With --twin the board is known and the next check speaks: nothing to serve.
+    let (_, err) = text(&bootproof(&["--twin", "stm32h723zg", "twin", "serve"]));
+    assert!(err.contains("nothing to serve"), "{err}");
+    let (_, err) = text(&bootproof(&["--twin", "nosuchboard", "twin", "serve", "--usart-tcp", "127.0.0.1:0"]));
+    assert!(err.contains("nosuchboard"), "{err}");
+}

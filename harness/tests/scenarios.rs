@@ -5,6 +5,14 @@
 //! `BOOTPROOF_ALLOW_MASS_ERASE=1` allows the blank-flash scenario, `BOOTPROOF_APP_IMAGE` names
 //! the application image to flash). Each scenario's timeline is an insta snapshot: it carries no
 //! times, so a hardware run must produce the same text as the twin.
+//!
+//! On a rig (`cargo nextest run --profile rig`), a per-rig snapshot
+//! `snapshots/ID@BOARD@RIG.snap` is used when it exists (record it on the first run with
+//! `INSTA_UPDATE=always`, and review it against the twin's). Without one, the twin's snapshot is
+//! the reference, with the boot history redacted on both sides: the reset flags, RAM canary and
+//! boot count of a beacon depend on what the board went through before the scenario (a real
+//! board is not fresh from the factory at every scenario), and the scenario's own checks assert
+//! the ones that matter.
 
 use bootproof::scenarios::{self, Outcome, RunOptions};
 use bootproof_rig::Rig;
@@ -74,9 +82,48 @@ fn run(target: Option<Target>, id: &str, board: &str, expect_pass: bool) {
         (r"after write 1/\d+", "after write 1/[n]"),
         (r"\(\d{2,} writes,", "([n] writes,"),
     ];
-    insta::with_settings!({ snapshot_suffix => board, prepend_module_to_snapshot => false, filters => filters }, {
+    let snapshots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let on_rig = std::env::var("BOOTPROOF_RIG").is_ok();
+    let rig_suffix = format!("{board}@{}", t.rig.name());
+    if on_rig && !snapshots.join(format!("{id}@{rig_suffix}.snap")).exists() {
+        // The twin's snapshot, boot history redacted on both sides.
+        let twin = std::fs::read_to_string(snapshots.join(format!("{id}@{board}.snap"))).unwrap();
+        let twin = twin.splitn(3, "---\n").nth(2).unwrap_or_default().trim_end().to_string();
+        let mut got = r.timeline.clone();
+        for (pattern, with) in &filters {
+            got = regex::Regex::new(pattern).unwrap().replace_all(&got, *with).into_owned();
+        }
+        let history = regex::Regex::new(HISTORY).unwrap();
+        let redact =
+            |s: &str| history.replace_all(s, "reset flags [history], RAM canary [history], boot [n]").into_owned();
+        assert_eq!(
+            redact(&got),
+            redact(&twin),
+            "{id}@{board}: the rig's timeline differs from the twin's (boot history redacted); if the difference is \
+             the rig's and not a bug, record snapshots/{id}@{rig_suffix}.snap with INSTA_UPDATE=always and review it"
+        );
+        return;
+    }
+    let suffix = if on_rig { rig_suffix } else { board.to_string() };
+    insta::with_settings!({ snapshot_suffix => suffix, prepend_module_to_snapshot => false, filters => filters }, {
         insta::assert_snapshot!(id, r.timeline);
     });
+}
+
+/// A beacon's boot history: redacted when a rig is compared with the twin.
+const HISTORY: &str = r"reset flags [A-Z|]*, RAM canary \w+, boot \d+";
+
+/// The history redaction for rigs keeps what a scenario proves (which image, which slot, trial
+/// and confirmation) and drops only what the board went through before.
+#[test]
+fn the_rigs_history_redaction_keeps_the_outcome() {
+    let history = regex::Regex::new(HISTORY).unwrap();
+    let line = "beacon: app 2.0.0+0 from slot B (vt 0x08080400): reset flags CPURSTF|PINRSTF|SFTRSTF, RAM canary retained, boot 2, trial, confirmed";
+    let out = history.replace_all(line, "reset flags [history], RAM canary [history], boot [n]");
+    assert_eq!(
+        out,
+        "beacon: app 2.0.0+0 from slot B (vt 0x08080400): reset flags [history], RAM canary [history], boot [n], trial, confirmed"
+    );
 }
 
 #[rstest]

@@ -92,6 +92,11 @@ impl ConsolePort {
         Self { inner, pending: Vec::new() }
     }
 
+    /// The console inside (drops anything buffered).
+    pub fn into_inner(self) -> Box<dyn Console> {
+        self.inner
+    }
+
     /// The raw console (bypasses the line buffer; call [`ConsolePort::discard_input`] first if
     /// lines may be pending).
     pub fn raw(&mut self) -> &mut dyn Console {

@@ -28,6 +28,12 @@ impl DefmtLog {
         Ok(DefmtLog { table, locations, decoder: table.new_stream_decoder() })
     }
 
+    /// Start a new stream (after a target reset: the firmware's RTT buffer starts over, and a
+    /// frame cut by the reset must not garble the next ones).
+    pub fn restart(&mut self) {
+        self.decoder = self.table.new_stream_decoder();
+    }
+
     /// Feed bytes; returns the complete log lines decoded so far.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, ProbeError> {
         self.decoder.received(bytes);

@@ -28,6 +28,7 @@ pub mod lines;
 pub mod lock;
 pub mod open;
 pub mod probe;
+pub mod record;
 pub mod safe;
 pub mod stm32rom;
 pub mod symbols;
@@ -67,6 +68,11 @@ impl std::fmt::Display for ResetCause {
     }
 }
 
+/// The capabilities that are parts of a rig, in the order checks list them (CAN FD and RTT
+/// come with CAN and the probe).
+pub const PARTS: [Capability; 6] =
+    [Capability::Boot0, Capability::Nrst, Capability::Power, Capability::Probe, Capability::Can, Capability::Console];
+
 /// One board's rig: its capabilities, its board profile and its safe state.
 pub struct Rig {
     name: String,
@@ -78,7 +84,9 @@ pub struct Rig {
     can: Option<Box<dyn CanBus>>,
     console: Option<ConsolePort>,
     missing: Vec<Missing>,
+    provides: Vec<Capability>,
     safe: SafeState,
+    recorder: record::Recorder,
     _registration: Option<safe::Registration>,
     _lock: Option<lock::RigLock>,
 }
@@ -102,7 +110,9 @@ impl RigBuilder {
                 can: None,
                 console: None,
                 missing: Vec::new(),
+                provides: Vec::new(),
                 safe: SafeState::default(),
+                recorder: record::Recorder::new(),
                 _registration: None,
                 _lock: None,
             },
@@ -144,6 +154,12 @@ impl RigBuilder {
         self.rig.missing.push(Missing { capability, reason: reason.into() });
         self
     }
+    /// The capabilities the rig's config says it provides (`provides`): one of them missing
+    /// is a broken rig, not a skip.
+    pub fn provides(mut self, capabilities: &[Capability]) -> Self {
+        self.rig.provides = capabilities.to_vec();
+        self
+    }
     /// The safe state to restore on drop, panic and signals.
     pub fn safe_state(mut self, safe: SafeState) -> Self {
         self.rig.safe = safe;
@@ -155,8 +171,20 @@ impl RigBuilder {
         self
     }
 
-    /// Finish: registers the safe state with the panic hook and signal handlers.
+    /// Finish: taps the control lines, CAN and the console for the rig's [`record::Recorder`],
+    /// and registers the safe state with the panic hook and signal handlers.
     pub fn build(mut self) -> Rig {
+        let recorder = self.rig.recorder.clone();
+        for (signal, line) in self.rig.safe.lines() {
+            recorder.tap(signal, line);
+        }
+        if let Some(inner) = self.rig.can.take() {
+            self.rig.can = Some(Box::new(record::RecordingCan { inner, recorder: recorder.clone() }));
+        }
+        if let Some(port) = self.rig.console.take() {
+            let inner = port.into_inner();
+            self.rig.console = Some(ConsolePort::new(Box::new(record::RecordingConsole { inner, recorder })));
+        }
         if !self.rig.safe.is_empty() {
             safe::install_panic_hook();
             self.rig._registration = Some(safe::register(self.rig.safe.clone()));
@@ -231,6 +259,16 @@ impl Rig {
         }
     }
 
+    /// Whether the rig's config claims `capability` (so its absence is a broken rig).
+    pub fn provides(&self, capability: Capability) -> bool {
+        self.provides.contains(&capability)
+    }
+
+    /// What is missing and why: every capability the rig does not have.
+    pub fn missing_parts(&self) -> Vec<Missing> {
+        PARTS.into_iter().filter(|c| !self.has(*c)).map(|c| missing(&self.missing, c)).collect()
+    }
+
     /// Which capabilities are present.
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
@@ -250,6 +288,12 @@ impl Rig {
         let raw = self.probe()?.read_u32(reg).await?;
         let r = &self.board.reset;
         Ok(ResetCause { raw, flags: r.decode(raw), kinds: r.classify(raw) })
+    }
+
+    /// Clear the reset-cause flags through the probe: RMVF written 1, then 0.
+    pub async fn clear_reset_flags(&mut self) -> Result<(), RigError> {
+        let reset = self.board.reset.clone();
+        Ok(probe::clear_reset_flags(self.probe()?, &reset).await?)
     }
 
     /// Enter the ROM bootloader the way the seed thread's relays do: BOOT0 high, pulse NRST,
@@ -283,6 +327,11 @@ impl Rig {
     /// was commanded. Signals and panics still restore the full safe state.
     pub fn leave_power_as_is(&mut self) {
         self.safe = self.safe.without_power();
+    }
+
+    /// What happened on the rig's lines, CAN and console, time-stamped.
+    pub fn recorder(&self) -> &record::Recorder {
+        &self.recorder
     }
 
     /// Restore the safe state now.

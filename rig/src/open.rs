@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use bootproof_fixtures::{BoardProfile, Capability, LineBackend, LineConfig, RigConfig, SafePower};
+use bootproof_fixtures::{BoardProfile, Capability, LineBackend, LineConfig, LinesConfig, RigConfig, SafePower};
 
 use crate::error::RigError;
 use crate::lines::{self, FileLines, Line, SharedLine};
@@ -69,20 +69,31 @@ impl OpenOptions {
     }
 }
 
-fn open_line(file: Option<&FileLines>, name: &str, cfg: &LineConfig) -> Result<Box<dyn Line>, String> {
+/// Whether a control line is asserted in the safe state: BOOT0 low and NRST released are not,
+/// power is when the rig's safe power is on. A GPIO line is opened at this level.
+pub fn safe_asserted(cap: Capability, lines: &LinesConfig) -> bool {
+    cap == Capability::Power && lines.power.is_some_and(|p| p.safe == SafePower::On)
+}
+
+fn open_line(
+    file: Option<&FileLines>,
+    name: &str,
+    cfg: &LineConfig,
+    safe_asserted: bool,
+) -> Result<Box<dyn Line>, String> {
     match file {
         Some(lines) => Ok(Box::new(lines.line(name))),
-        None => open_rppal(name, cfg),
+        None => open_rppal(name, cfg, safe_asserted),
     }
 }
 
 #[cfg(feature = "hw")]
-fn open_rppal(name: &str, cfg: &LineConfig) -> Result<Box<dyn Line>, String> {
-    crate::hw::gpio::open_line(cfg.gpio, cfg.active, name).map_err(|e| e.to_string())
+fn open_rppal(name: &str, cfg: &LineConfig, safe_asserted: bool) -> Result<Box<dyn Line>, String> {
+    crate::hw::gpio::open_line(cfg.gpio, cfg.active, name, safe_asserted).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "hw"))]
-fn open_rppal(_name: &str, cfg: &LineConfig) -> Result<Box<dyn Line>, String> {
+fn open_rppal(_name: &str, cfg: &LineConfig, _safe_asserted: bool) -> Result<Box<dyn Line>, String> {
     Err(format!(
         "GPIO {} needs the `hw` feature, which this bootproof was built without; rebuild with `cargo build --release --features hw` on the Pi",
         cfg.gpio
@@ -97,7 +108,7 @@ pub async fn open(
     opts: &OpenOptions,
 ) -> Result<(Rig, Vec<PartCheck>), RigError> {
     let mut checks = Vec::new();
-    let mut builder = RigBuilder::new(config.name.clone(), board);
+    let mut builder = RigBuilder::new(config.name.clone(), board).provides(&config.provides);
     if opts.lock {
         let timeout = opts.lock_timeout.unwrap_or(config.lock_timeout);
         let lock = RigLock::acquire(&config.lock, timeout, &opts.command, |msg| eprintln!("bootproof: {msg}")).await?;
@@ -136,7 +147,7 @@ pub async fn open(
                     continue;
                 };
                 let label = format!("{} relay (GPIO {})", name.to_uppercase().replace("POWER", "power"), cfg.gpio);
-                match open_line(file.as_ref(), name, &cfg) {
+                match open_line(file.as_ref(), name, &cfg, safe_asserted(cap, l)) {
                     Ok(line) => {
                         let line = lines::shared(BoxedLine(line));
                         checks.push(PartCheck { part: label, ok: true, detail: lines::lock(&line).describe() });
@@ -318,6 +329,17 @@ mod tests {
         assert_eq!(FileLines::read(&lines_file, "boot0").as_deref(), Some("high"));
         drop(rig);
         assert_eq!(FileLines::read(&lines_file, "boot0").as_deref(), Some("low"), "drop restores the safe state");
+    }
+
+    #[test]
+    fn lines_open_released_and_power_at_its_safe_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = dry_config(dir.path()).lines.unwrap();
+        assert!(!safe_asserted(Capability::Boot0, &lines), "BOOT0 opens low");
+        assert!(!safe_asserted(Capability::Nrst, &lines), "NRST opens released");
+        assert!(safe_asserted(Capability::Power, &lines), "dry-run.toml: safe = on");
+        lines.power.as_mut().unwrap().safe = SafePower::Off;
+        assert!(!safe_asserted(Capability::Power, &lines), "safe = off opens unpowered");
     }
 
     #[tokio::test]

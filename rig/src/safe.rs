@@ -79,6 +79,18 @@ impl SafeState {
         report
     }
 
+    /// The lines this safe state drives, by signal.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = (crate::record::Signal, &SharedLine)> {
+        use crate::record::Signal;
+        [
+            (Signal::Boot0, self.boot0.as_ref()),
+            (Signal::Nrst, self.nrst.as_ref()),
+            (Signal::Power, self.power.as_ref().map(|(l, _)| l)),
+        ]
+        .into_iter()
+        .filter_map(|(s, l)| l.map(|l| (s, l)))
+    }
+
     /// The same safe state without the power line (BOOT0 and NRST only).
     pub fn without_power(&self) -> SafeState {
         SafeState { power: None, ..self.clone() }

@@ -19,18 +19,11 @@ use super::{
 };
 
 pub async fn rig_check(cli: &Cli) -> Result<ExitCode> {
-    if cli.twin.is_some() {
+    if !cli.twin.is_empty() {
         let mut rig = open_rig(cli, OpenOptions::default()).await?;
         println!("twin {} (simulated board, virtual time)", rig.board().name);
         let mut failed = 0;
-        for cap in [
-            Capability::Boot0,
-            Capability::Nrst,
-            Capability::Power,
-            Capability::Probe,
-            Capability::Can,
-            Capability::Console,
-        ] {
+        for cap in bootproof_rig::PARTS {
             let ok = rig.has(cap);
             failed += usize::from(!ok);
             let detail = match cap {
@@ -43,7 +36,7 @@ pub async fn rig_check(cli: &Cli) -> Result<ExitCode> {
         }
         return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
-    let Some(path) = &cli.rig else {
+    let Some(path) = cli.one_rig()? else {
         bail!("`rig check` needs a rig: pass --rig FILE (example configs are in fixtures/rigs/)");
     };
     let opts = OpenOptions { lock_timeout: cli.lock_timeout_s.map(Duration::from_secs), ..OpenOptions::default() };

@@ -23,15 +23,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "bootproof", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
-    /// Rig to drive: a rig config TOML (see fixtures/rigs/).
-    #[arg(long, global = true, env = "BOOTPROOF_RIG", value_name = "FILE", conflicts_with = "twin")]
-    pub rig: Option<PathBuf>,
+    /// Rig to drive: a rig config TOML (see fixtures/rigs/). `suite` takes several (repeat the
+    /// flag) and runs them one after the other; other commands take one.
+    #[arg(long, global = true, env = "BOOTPROOF_RIG", value_name = "FILE", conflicts_with = "twin", action = clap::ArgAction::Append)]
+    pub rig: Vec<PathBuf>,
 
     /// Drive a simulated board instead: a built-in board profile (stm32h723zg, stm32f446re,
     /// stm32g071rb) or a profile TOML. Runs on virtual time; the board starts blank and
-    /// unpowered, and is gone when the command ends.
-    #[arg(long, global = true, value_name = "BOARD")]
-    pub twin: Option<String>,
+    /// unpowered, and is gone when the command ends. `suite` takes several (repeat the flag;
+    /// default: every built-in board) and `twin serve` serves one in real time.
+    #[arg(long, global = true, value_name = "BOARD", action = clap::ArgAction::Append)]
+    pub twin: Vec<String>,
 
     /// With --twin or `twin serve`: start the twin with this firmware in flash, as a probe
     /// would leave it (ELF, HEX or BIN at the start of flash). `bootproof` names bootproof's own
@@ -47,7 +49,7 @@ pub struct Cli {
     pub strict_mmio: bool,
 
     /// How long to wait for a rig another job holds, in seconds (default: the rig config's
-    /// lock_timeout_s).
+    /// lock_timeout_s). Only with --rig: a twin has no lock.
     #[arg(long, global = true, env = "BOOTPROOF_LOCK_TIMEOUT_S", value_name = "SECONDS")]
     pub lock_timeout_s: Option<u64>,
 
@@ -57,6 +59,26 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The one rig config a command drives (`suite` takes several and does not use this).
+    pub fn one_rig(&self) -> Result<Option<&PathBuf>> {
+        match self.rig.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            many => bail!("--rig was given {} times: only `suite` runs several rigs; give one", many.len()),
+        }
+    }
+
+    /// The one twin board a command drives (`suite` takes several and does not use this).
+    pub fn one_twin(&self) -> Result<Option<&str>> {
+        match self.twin.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.as_str())),
+            many => bail!("--twin was given {} times: only `suite` runs several boards; give one", many.len()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -370,7 +392,7 @@ pub fn image_arg(path: &std::path::Path, board: &bootproof_fixtures::BoardProfil
 
 /// Open the rig named by `--rig`, or a twin named by `--twin`, with `opts`.
 async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Session> {
-    if let Some(board) = &cli.twin {
+    if let Some(board) = cli.one_twin()? {
         let twin = open_twin(cli, board)?;
         let image = match &cli.twin_image {
             Some(p) => Some(image_arg(p, twin.board().profile())?),
@@ -386,7 +408,7 @@ async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Session> {
         return Ok(Session { rig, _twin: Some(twin), elf: image.filter(|i| i.format == ImageFormat::Elf) });
     }
     opts.lock_timeout = cli.lock_timeout_s.map(Duration::from_secs).or(opts.lock_timeout);
-    let Some(path) = &cli.rig else {
+    let Some(path) = cli.one_rig()? else {
         bail!(
             "this command needs a rig: pass --rig FILE (or set BOOTPROOF_RIG; example configs are in fixtures/rigs/), or --twin BOARD for a simulated board"
         );
@@ -401,26 +423,13 @@ async fn open_rig(cli: &Cli, mut opts: OpenOptions) -> Result<Session> {
 pub fn virtual_time(cli: &Cli) -> bool {
     match cli.command {
         Command::Twin(_) | Command::Image(_) | Command::Firmware(_) => false,
-        Command::Suite(_) => cli.rig.is_none(),
-        _ => cli.twin.is_some(),
+        Command::Suite(_) => cli.rig.is_empty(),
+        _ => !cli.twin.is_empty(),
     }
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let twin_session = cli.twin.is_some() || matches!(cli.command, Command::Twin(_));
-    if cli.twin_image.is_some() {
-        if matches!(cli.command, Command::Suite(_)) {
-            bail!("`suite` flashes its own images: give yours with `suite --app-image FILE`");
-        }
-        if !twin_session || matches!(cli.command, Command::Image(_) | Command::Firmware(_)) {
-            bail!(
-                "--image programs a twin's flash: use it with --twin BOARD (or `twin serve`); on a rig, use `bootproof flash`"
-            );
-        }
-    }
-    if cli.strict_mmio && cli.rig.is_some() {
-        bail!("--strict-mmio is about the twin's peripheral models; a rig has the real chip: drop it");
-    }
+    refuse_ignored_flags(&cli)?;
     match &cli.command {
         Command::Rig(RigCommand::Check) => lines::rig_check(&cli).await,
         Command::Rig(RigCommand::Safe) => lines::rig_safe(&cli).await,
@@ -431,13 +440,67 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Can(CanCommand::Monitor(a)) => lines::can_monitor(&cli, a).await,
         Command::Console(a) => lines::console(&cli, a).await,
         Command::Twin(TwinCommand::Serve(a)) => serve::serve(&cli, a).await,
-        Command::Suite(a) => suite::suite(&cli, a).await,
+        // Exit 1 means a scenario failed: an error that stops the run before any verdict (a
+        // bad argument, an unreadable image, an unwritable report) is exit 2, like clap's.
+        Command::Suite(a) => suite::suite(&cli, a).await.or_else(|e| {
+            eprintln!("bootproof: error: {e:#}");
+            Ok(ExitCode::from(suite::EXIT_USAGE))
+        }),
         Command::Flash(a) => flash::flash(&cli, a).await,
         Command::Update(a) => update::update(&cli, a).await,
         Command::Uds(c) => update::uds(&cli, c).await,
         Command::Image(c) => image::run(c),
         Command::Firmware(c) => firmware::run(c),
     }
+}
+
+/// Global flags that the chosen command would ignore are refused, naming the flag and what to
+/// do instead: a flag that silently does nothing misleads.
+fn refuse_ignored_flags(cli: &Cli) -> Result<()> {
+    let name = match &cli.command {
+        Command::Image(_) => Some("image"),
+        Command::Firmware(_) => Some("firmware"),
+        _ => None,
+    };
+    if let Some(name) = name {
+        let given: Vec<&str> = [
+            (!cli.rig.is_empty(), "--rig"),
+            (!cli.twin.is_empty(), "--twin"),
+            (cli.twin_image.is_some(), "--image"),
+            (cli.strict_mmio, "--strict-mmio"),
+            (cli.lock_timeout_s.is_some(), "--lock-timeout-s"),
+        ]
+        .into_iter()
+        .filter_map(|(on, flag)| on.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            bail!("`{name}` works on files and drives no board: drop {}", given.join(", "));
+        }
+        return Ok(());
+    }
+    let twin_session = !cli.twin.is_empty() || matches!(cli.command, Command::Twin(_));
+    if cli.twin_image.is_some() {
+        if matches!(cli.command, Command::Suite(_)) {
+            bail!("`suite` flashes its own images: give yours with `suite --app-image FILE`");
+        }
+        if !twin_session {
+            bail!(
+                "--image programs a twin's flash: use it with --twin BOARD (or `twin serve`); on a rig, use `bootproof flash`"
+            );
+        }
+    }
+    if cli.strict_mmio && !cli.rig.is_empty() {
+        bail!("--strict-mmio is about the twin's peripheral models; a rig has the real chip: drop it");
+    }
+    if cli.lock_timeout_s.is_some() && cli.rig.is_empty() {
+        bail!(
+            "--lock-timeout-s is how long to wait for a rig another job holds; without --rig there is no lock: drop it"
+        );
+    }
+    if matches!(cli.command, Command::Twin(_)) && !cli.rig.is_empty() {
+        bail!("`twin serve` runs a simulated board; drop --rig");
+    }
+    Ok(())
 }
 
 pub(crate) fn ms(v: Option<u64>) -> Option<Duration> {
@@ -452,6 +515,33 @@ mod tests {
     fn cli_definition_is_valid() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn suite_help_lists_every_scenario() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let help = cmd.find_subcommand_mut("suite").unwrap().render_long_help().to_string();
+        for s in &bootproof::scenarios::ALL {
+            assert!(help.contains(&format!("{} (", s.id)), "`suite --help` does not list {}: {help}", s.id);
+        }
+    }
+
+    #[test]
+    fn flags_a_command_would_ignore_are_refused() {
+        let refused = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            refuse_ignored_flags(&cli).unwrap_err().to_string()
+        };
+        assert!(refused(&["bootproof", "--twin", "stm32h723zg", "firmware", "sizes"]).contains("drop --twin"));
+        assert!(
+            refused(&["bootproof", "--twin", "stm32h723zg", "--lock-timeout-s", "5", "power", "on"])
+                .contains("--lock-timeout-s")
+        );
+        let cli = Cli::try_parse_from(["bootproof", "--twin", "a", "--twin", "b", "power", "on"]).unwrap();
+        assert!(cli.one_twin().unwrap_err().to_string().contains("only `suite` runs several boards"));
+        let cli = Cli::try_parse_from(["bootproof", "--twin", "a", "--twin", "b", "suite"]).unwrap();
+        assert!(refuse_ignored_flags(&cli).is_ok());
     }
 
     #[test]

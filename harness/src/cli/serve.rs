@@ -18,9 +18,10 @@ use super::{Cli, LevelArg};
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("usart").multiple(false))]
 pub struct ServeArgs {
-    /// Board profile: a built-in name or a profile TOML.
+    /// Board profile: a built-in name or a profile TOML. The global --twin BOARD says the same
+    /// (as for every other command); give one of them.
     #[arg(long, value_name = "BOARD")]
-    pub board: String,
+    pub board: Option<String>,
     /// Expose the board's USART on a pseudo-terminal symlinked at PATH (for tools that need a
     /// device node; a pty carries no parity and no modem lines).
     #[arg(long, value_name = "PATH", group = "usart")]
@@ -97,9 +98,14 @@ impl From<PinArg> for serve::LineTarget {
 const HELP: &str = "commands: reset [MS] | power on|off|cycle [MS] | boot0 high|low | status | help | quit";
 
 pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<ExitCode> {
-    if cli.rig.is_some() {
-        bail!("`twin serve` runs a simulated board; drop --rig");
-    }
+    let board = match (cli.one_twin()?, a.board.as_deref()) {
+        (Some(t), Some(b)) if t != b => bail!("--twin {t} and --board {b} disagree: give one"),
+        (Some(t), _) => t.to_string(),
+        (None, Some(b)) => b.to_string(),
+        (None, None) => {
+            bail!("which board? give --twin BOARD (stm32h723zg, stm32f446re, stm32g071rb, or a profile TOML)")
+        }
+    };
     if a.usart_pty.is_none() && a.usart_rfc2217.is_none() && a.usart_tcp.is_none() && a.socketcand.is_none() {
         bail!(
             "nothing to serve: give one of --usart-pty PATH, --usart-rfc2217 ADDR:PORT, --usart-tcp ADDR:PORT, \
@@ -122,7 +128,7 @@ pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<ExitCode> {
     if wiring.dtr.target != serve::LineTarget::None && wiring.dtr.target == wiring.rts.target {
         bail!("--dtr and --rts both drive {:?}: wire each to a different pin, or one to `none`", wiring.dtr.target);
     }
-    let profile = BoardProfile::resolve(&a.board)?;
+    let profile = BoardProfile::resolve(&board)?;
     let mut opts = TwinOptions::for_profile(&profile);
     opts.time_scale = 1; // real time: outside tools have real timeouts
     opts.boot0 = a.boot0.into();

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use bootproof_fixtures::{BoardProfile, Capability, Level, RomTransportKind};
 use bootproof_rig::probe::CoreState;
+use bootproof_rig::record::{Event as RecEvent, Record, Signal};
 use bootproof_rig::time::Instant;
 use bootproof_rig::{CanEvent, Missing, Permissions, Rig, RigError};
 
@@ -68,6 +69,9 @@ pub enum ScenarioError {
     /// bootproof's firmware for the board could not be built or loaded.
     #[error(transparent)]
     Firmware(#[from] FirmwareError),
+    /// The rig is broken: a part it claims to provide is missing.
+    #[error("infrastructure: {0}")]
+    Infrastructure(String),
 }
 
 impl From<bootproof_rig::ProbeError> for ScenarioError {
@@ -154,16 +158,46 @@ pub struct Ctx<'a> {
     /// Options.
     pub opts: RunOptions,
     start: Instant,
-    events: Vec<(Duration, String)>,
+    /// Timeline events: when they started, the text (the same on the twin and on a rig), and
+    /// details that may differ by rig (hold times, where a stage was seen).
+    events: Vec<(Duration, String, String)>,
     can_beacons: CanListener,
     line_beacons: LineListener,
     /// Where the application under test keeps its beacon in RAM (its `BOOTPROOF_BEACON`).
     beacon_in_ram: Option<u32>,
+    /// The recorder's position when the scenario started.
+    recorded_from: usize,
+    /// The control lines when the scenario started.
+    initial_lines: [(Signal, Option<bool>); 3],
+    /// The firmware log over RTT.
+    rtt: RttLog,
+    /// Whether the application was seen running in this scenario (for naming the BOOT0 trap).
+    app_seen: bool,
 }
+
+/// The firmware's defmt log over RTT, collected while a scenario runs: the probe is polled
+/// while the scenario waits for a beacon and before every reset, and re-attached after each.
+#[derive(Default)]
+struct RttLog {
+    /// The application's ELF: its RTT control block and defmt table.
+    elf: Option<std::sync::Arc<Vec<u8>>>,
+    decoder: Option<bootproof_rig::defmt::DefmtLog>,
+    attached: bool,
+    /// When the last attach failed (retried no more than every [`RTT_RETRY`]).
+    failed_at: Option<Instant>,
+    lines: Vec<String>,
+    note: Option<String>,
+}
+
+/// How often a failed RTT attach is retried (the firmware sets its control block up early in
+/// its start-up).
+const RTT_RETRY: Duration = Duration::from_millis(100);
 
 impl<'a> Ctx<'a> {
     /// A context over `rig`.
     pub fn new(rig: &'a mut Rig, opts: RunOptions) -> Self {
+        let recorded_from = rig.recorder().len();
+        let initial_lines = rig.recorder().lines();
         Ctx {
             rig,
             opts,
@@ -172,6 +206,10 @@ impl<'a> Ctx<'a> {
             can_beacons: CanListener::new(),
             line_beacons: LineListener::new(),
             beacon_in_ram: None,
+            recorded_from,
+            initial_lines,
+            rtt: RttLog::default(),
+            app_seen: false,
         }
     }
 
@@ -180,38 +218,78 @@ impl<'a> Ctx<'a> {
         self.rig.board().clone()
     }
 
-    /// Record a timeline event.
+    /// Record a timeline event, now.
     pub fn event(&mut self, what: impl Into<String>) {
-        let what = what.into();
-        tracing::info!("{what}");
-        self.events.push((self.start.elapsed(), what));
+        self.event_at(Instant::now(), what, String::new());
+    }
+
+    /// Record a timeline event that started at `at`, with details that may differ between
+    /// rigs (hold times, where something was seen); the details stay out of [`Ctx::timeline`].
+    pub fn event_at(&mut self, at: Instant, what: impl Into<String>, detail: impl Into<String>) {
+        let (what, detail) = (what.into(), detail.into());
+        if detail.is_empty() {
+            tracing::info!("{what}");
+        } else {
+            tracing::info!("{what} ({detail})");
+        }
+        let stream = if what.starts_with("stage: ") { "stage" } else { "event" };
+        self.rig.recorder().mark_at(at, stream, what.clone());
+        self.events.push((at.saturating_duration_since(self.start), what, detail));
     }
 
     /// The timeline without times: identical on the twin and on hardware.
     pub fn timeline(&self) -> String {
-        self.events.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("\n")
+        self.events.iter().map(|(_, e, _)| e.as_str()).collect::<Vec<_>>().join("\n")
     }
 
     /// Drive BOOT0.
     pub async fn boot0(&mut self, level: Level) -> Result<(), ScenarioError> {
+        let at = Instant::now();
         self.rig.boot0()?.set_boot0(level).await?;
-        self.event(format!("BOOT0 {level}"));
+        self.event_at(at, format!("BOOT0 {level}"), "");
         Ok(())
     }
 
-    /// Pulse NRST (default hold).
+    /// How long `signal` was last held asserted since record position `from` (the hold of a
+    /// pulse, the off time of a power cycle, as the lines were really driven), and when that
+    /// started.
+    fn last_hold(&self, from: usize, signal: Signal, asserted: bool) -> Option<(Instant, Duration)> {
+        let records = self.rig.recorder().since(from);
+        let start = records.iter().rev().find_map(|r| match r.event {
+            RecEvent::Line { signal: s, asserted: a } if s == signal && a == asserted => Some(r.at),
+            _ => None,
+        })?;
+        let end = records.iter().find_map(|r| match r.event {
+            RecEvent::Line { signal: s, asserted: a } if s == signal && a != asserted && r.at >= start => Some(r.at),
+            _ => None,
+        })?;
+        Some((start, end.saturating_duration_since(start)))
+    }
+
+    /// Pulse NRST (default hold). The event is stamped when NRST was asserted, with its hold.
     pub async fn nrst(&mut self) -> Result<(), ScenarioError> {
         self.drain().await?;
+        let (from, at) = (self.rig.recorder().len(), Instant::now());
         self.rig.reset()?.pulse_reset(None).await?;
-        self.event("NRST pulse");
+        let (at, detail) = match self.last_hold(from, Signal::Nrst, true) {
+            Some((start, held)) => (start, format!("held {}", ms(held))),
+            None => (at, String::new()),
+        };
+        self.event_at(at, "NRST pulse", detail);
         Ok(())
     }
 
-    /// Power-cycle with the rig's discharge time.
+    /// Power-cycle with the rig's discharge time. The event is stamped when power went off,
+    /// with the off time.
     pub async fn power_cycle(&mut self) -> Result<(), ScenarioError> {
         self.drain().await?;
+        let (from, at) = (self.rig.recorder().len(), Instant::now());
         self.rig.power()?.power_cycle(None).await?;
-        self.event("power cycle");
+        let (at, detail) = match self.last_hold(from, Signal::Power, false) {
+            Some((start, off)) => (start, format!("off for {}", ms(off))),
+            None => (at, String::new()),
+        };
+        self.event_at(at, "power cycle", detail);
         Ok(())
     }
 
@@ -236,28 +314,65 @@ impl<'a> Ctx<'a> {
     }
 
     /// Observe the boot stage: through the probe's PC when there is a probe, else by asking the
-    /// ROM bootloader for its ID.
+    /// ROM bootloader for its ID. Also says how it was seen.
     pub async fn stage(&mut self) -> Result<Stage, ScenarioError> {
+        Ok(self.stage_seen().await?.0)
+    }
+
+    async fn stage_seen(&mut self) -> Result<(Stage, String), ScenarioError> {
         bootproof_rig::time::sleep(self.boot_wait()).await;
         let b = self.rig.board().clone();
         if let Ok(probe) = self.rig.probe() {
             let s = probe.core_status().await?;
-            return Ok(match (s.state, s.pc) {
+            let stage = match (s.state, s.pc) {
                 (CoreState::LockedUp, _) => Stage::LockedUp,
                 (CoreState::Running | CoreState::Sleeping, Some(pc)) if b.is_system_memory(pc) => Stage::Rom,
                 (CoreState::Running | CoreState::Sleeping, Some(pc)) if b.flash.contains(pc) => Stage::App,
                 _ => Stage::Other,
-            });
+            };
+            let how = match s.pc {
+                Some(pc) => format!("probe: core {:?}, PC {pc:#010x}", s.state),
+                None => format!("probe: core {:?}", s.state),
+            };
+            return Ok((stage, how));
         }
         let kind = self.rom_transport();
         let mut rom = crate::rom::RomClient::open(self.rig, kind)?;
-        Ok(if rom.get_id().await.is_ok() { Stage::Rom } else { Stage::Other })
+        Ok(match rom.get_id().await {
+            Ok(pid) => (Stage::Rom, format!("the ROM bootloader answered Get ID ({pid:#05x})")),
+            Err(e) => (Stage::Other, format!("no ROM bootloader answer: {e}")),
+        })
     }
 
-    /// Observe the stage, record it, and check it is `want`.
+    /// BOOT0's level when NRST was last released in this scenario (from the recorded lines).
+    fn boot0_at_last_release(&self) -> Option<bool> {
+        let mut boot0 = self.initial_lines[0].1;
+        let mut at_release = None;
+        for r in self.rig.recorder().since(self.recorded_from) {
+            match r.event {
+                RecEvent::Line { signal: Signal::Boot0, asserted } => boot0 = Some(asserted),
+                RecEvent::Line { signal: Signal::Nrst, asserted: false } => at_release = Some(boot0),
+                _ => {}
+            }
+        }
+        at_release.flatten()
+    }
+
+    /// Observe the stage, record it, and check it is `want`. When the board comes back in the
+    /// ROM bootloader after it ran the application, because BOOT0 was still high at the NRST
+    /// release, the timeline names that trap (the seed thread's bug).
     pub async fn expect_stage(&mut self, want: Stage) -> Result<(), ScenarioError> {
-        let got = self.stage().await?;
-        self.event(format!("stage: {got}"));
+        let at = Instant::now();
+        let (got, how) = self.stage_seen().await?;
+        self.event_at(at, format!("stage: {got}"), how);
+        if got == Stage::App {
+            self.app_seen = true;
+        }
+        if got == Stage::Rom && self.app_seen && self.boot0_at_last_release() == Some(true) {
+            self.event(
+                "trap: BOOT0 was still high when NRST released, so the chip booted the ROM bootloader again, not the application (BOOT0 is sampled at every reset)",
+            );
+        }
         check(got == want, || format!("expected the {want}, but the board is {got}"))
     }
 
@@ -278,9 +393,12 @@ impl<'a> Ctx<'a> {
             }
         };
         // The beacon in RAM, for rigs (and firmware) without CAN or a console.
-        self.beacon_in_ram = bootproof_rig::symbols::Symbols::from_elf(&image.name, &image.raw)
-            .ok()
-            .and_then(|s| s.address_of(bootproof_rig::beacon::RAM_SYMBOL));
+        let symbols = bootproof_rig::symbols::Symbols::from_elf(&image.name, &image.raw).ok();
+        self.beacon_in_ram = symbols.as_ref().and_then(|s| s.address_of(bootproof_rig::beacon::RAM_SYMBOL));
+        // Its defmt log over RTT, for the report.
+        if symbols.is_some() && self.rtt.elf.is_none() {
+            self.rtt.elf = Some(std::sync::Arc::new(image.raw.clone()));
+        }
         Ok(AppImage::Image(image))
     }
 
@@ -289,6 +407,9 @@ impl<'a> Ctx<'a> {
     /// [`QUIET`] of silence on both, at most [`DRAIN_MAX`]: a firmware may still be sending
     /// its console line (8 ms at 115200) when its CAN beacon has already arrived.
     pub async fn drain(&mut self) -> Result<(), ScenarioError> {
+        // The last chance to read this boot's RTT log: try even if an attach just failed.
+        self.rtt.failed_at = None;
+        self.poll_rtt().await;
         let start = Instant::now();
         let mut last = Instant::now();
         while last.elapsed() < QUIET && start.elapsed() < DRAIN_MAX {
@@ -335,6 +456,7 @@ impl<'a> Ctx<'a> {
         let deadline = start + BEACON_WAIT;
         let poll = Duration::from_millis(5);
         while Instant::now() < deadline {
+            self.poll_rtt().await;
             if start.elapsed() >= PROBE_GRACE
                 && let Some(at) = self.beacon_in_ram
                 && let Ok(probe) = self.rig.probe()
@@ -377,6 +499,60 @@ impl<'a> Ctx<'a> {
         )))
     }
 
+    /// Collect what the application logged over RTT since the last poll (defmt-decoded). A
+    /// target reset ends the attachment; the next poll attaches again. Does nothing without a
+    /// probe or an application ELF.
+    pub async fn poll_rtt(&mut self) {
+        let Some(elf) = self.rtt.elf.clone() else { return };
+        let Ok(probe) = self.rig.probe() else { return };
+        if !self.rtt.attached {
+            if self.rtt.failed_at.is_some_and(|t| t.elapsed() < RTT_RETRY) {
+                return;
+            }
+            match probe.rtt_attach(Some(&elf), Duration::ZERO).await {
+                Ok(()) => {
+                    self.rtt.attached = true;
+                    self.rtt.failed_at = None;
+                    match &mut self.rtt.decoder {
+                        Some(d) => d.restart(),
+                        None => match bootproof_rig::defmt::DefmtLog::from_elf(&elf) {
+                            Ok(d) => self.rtt.decoder = Some(d),
+                            Err(e) => {
+                                self.rtt.note = Some(e.to_string());
+                                self.rtt.elf = None;
+                                return;
+                            }
+                        },
+                    }
+                }
+                Err(e) => {
+                    self.rtt.failed_at = Some(Instant::now());
+                    self.rtt.note = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        let mut buf = [0u8; 1024];
+        loop {
+            match probe.rtt_read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Some(d) = &mut self.rtt.decoder {
+                        match d.feed(&buf[..n]) {
+                            Ok(lines) => self.rtt.lines.extend(lines),
+                            Err(e) => self.rtt.lines.push(format!("(undecodable RTT bytes: {e})")),
+                        }
+                    }
+                }
+                Err(_) => {
+                    // The target was reset (or the block moved): attach again next time.
+                    self.rtt.attached = false;
+                    break;
+                }
+            }
+        }
+    }
+
     fn seen(
         &mut self,
         r: Result<Beacon, bootproof_rig::beacon::DecodeError>,
@@ -384,9 +560,20 @@ impl<'a> Ctx<'a> {
     ) -> Result<Beacon, ScenarioError> {
         let b = r.map_err(|e| ScenarioError::Check(format!("a boot beacon on {via} does not decode: {e}")))?;
         let flags = self.rig.board().reset.decode(b.reset_flags);
-        self.event(format!("beacon: {}", bootproof_rig::beacon::describe(&b, &flags)));
+        self.event_at(
+            Instant::now(),
+            format!("beacon: {}", bootproof_rig::beacon::describe(&b, &flags)),
+            format!("via {via}"),
+        );
+        self.app_seen = true;
         Ok(b)
     }
+}
+
+/// A duration in ms for timelines: "50 ms", "0.5 ms".
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1e3;
+    if v >= 10.0 { format!("{v:.0} ms") } else { format!("{v:.1} ms") }
 }
 
 /// Silence on CAN and the console that ends [`Ctx::drain`].
@@ -417,6 +604,20 @@ pub struct Scenario {
     pub run: for<'c, 'r> fn(&'c mut Ctx<'r>) -> Body<'c>,
 }
 
+/// How a scenario run ended, for exit codes and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every check held.
+    Pass,
+    /// Not applicable here (a capability the rig does not claim, or no firmware for the board).
+    Skip,
+    /// A check did not hold, or the board or its bootloader misbehaved.
+    Fail,
+    /// The rig itself is broken: a part the rig config `provides` is missing, a relay line
+    /// failed, bootproof's firmware could not be built. Not a verdict on the board.
+    Infrastructure,
+}
+
 /// The result of one scenario on one rig.
 #[derive(Debug)]
 pub struct ScenarioResult {
@@ -424,32 +625,120 @@ pub struct ScenarioResult {
     pub id: &'static str,
     /// Board.
     pub board: String,
+    /// The rig (a twin's is `twin:BOARD`).
+    pub rig: String,
     /// Outcome, or the failure.
     pub outcome: Result<Outcome, ScenarioError>,
+    /// Pass, skip, fail or infrastructure.
+    pub verdict: Verdict,
     /// Timeline without times.
     pub timeline: String,
-    /// Timeline with times since the start.
+    /// Timeline with times since the start: a first line with the control lines' states at
+    /// t=0, then each event when it started, with its details (hold times, where a stage was
+    /// seen).
     pub timed: Vec<(Duration, String)>,
     /// Duration (virtual on the twin).
     pub elapsed: Duration,
+    /// The firmware's defmt log over RTT during the run (empty without a probe or an ELF).
+    pub rtt: Vec<String>,
+    /// Why there is no RTT log, if there is none.
+    pub rtt_note: Option<String>,
+    /// What the application printed on the console (8N1) during the run.
+    pub console: String,
+    /// Lines, CAN frames, console bytes and marks recorded during the run.
+    pub records: Vec<Record>,
+    /// When the run started (the records' t=0).
+    pub start: Instant,
+    /// The control lines at t=0.
+    pub initial_lines: [(Signal, Option<bool>); 3],
 }
 
-/// Run one scenario. A missing capability becomes a skip; the rig is returned to its safe state.
+/// The control lines' states in words, e.g. "BOOT0 low, NRST released, power on".
+pub fn describe_lines(lines: &[(Signal, Option<bool>); 3]) -> String {
+    lines
+        .iter()
+        .map(|(s, a)| match a {
+            Some(a) => format!("{} {}", s.name(), s.state(*a)),
+            None => format!("{} not driven", s.name()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn verdict(outcome: &Result<Outcome, ScenarioError>) -> Verdict {
+    match outcome {
+        Ok(Outcome::Pass) => Verdict::Pass,
+        Ok(Outcome::Skip(_)) => Verdict::Skip,
+        Err(ScenarioError::Infrastructure(_))
+        | Err(ScenarioError::Firmware(_))
+        | Err(ScenarioError::Rig(RigError::Line(_))) => Verdict::Infrastructure,
+        Err(_) => Verdict::Fail,
+    }
+}
+
+/// Run one scenario. A missing capability becomes a skip, unless the rig config says the rig
+/// provides it: then the part is broken, an infrastructure failure. The rig is returned to its
+/// safe state.
 pub async fn run(s: &Scenario, rig: &mut Rig, opts: RunOptions) -> ScenarioResult {
     let board = rig.board().name.clone();
+    let rig_name = rig.name().to_string();
     let mut ctx = Ctx::new(rig, opts);
+    let t0 = describe_lines(&ctx.initial_lines);
     let outcome = match (s.run)(&mut ctx).await {
+        Err(ScenarioError::Missing(m)) if ctx.rig.provides(m.capability) => Err(ScenarioError::Infrastructure(
+            format!("the rig config lists `{}` in `provides`, but {m}", m.capability.section()),
+        )),
         Err(ScenarioError::Missing(m)) => Ok(Outcome::Skip(m.to_string())),
         other => other,
     };
-    let timed = std::mem::take(&mut ctx.events);
+    // What the board said last (its console line after a CAN beacon, its RTT log): collect it.
+    let _ = ctx.drain().await;
+    let events = std::mem::take(&mut ctx.events);
     let elapsed = ctx.start.elapsed();
-    let timeline = timed.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("\n");
+    let timeline = events.iter().map(|(_, e, _)| e.as_str()).collect::<Vec<_>>().join("\n");
+    let mut timed = vec![(Duration::ZERO, format!("t=0: {t0}"))];
+    timed.extend(events.into_iter().map(|(at, e, d)| (at, if d.is_empty() { e } else { format!("{e} ({d})") })));
     let report = ctx.rig.restore_safe_state();
     if !report.ok() {
         tracing::error!("safe state not fully restored after {}: {report}", s.id);
     }
-    ScenarioResult { id: s.id, board, outcome, timeline, timed, elapsed }
+    let records = ctx.rig.recorder().since(ctx.recorded_from);
+    let console: Vec<u8> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            RecEvent::ConsoleRx(b) => Some(b.as_slice()),
+            _ => None,
+        })
+        .flatten()
+        .copied()
+        .collect();
+    let rtt_note = if ctx.rtt.lines.is_empty() {
+        Some(match (&ctx.rtt.note, ctx.rig.has(bootproof_fixtures::Capability::Probe)) {
+            (_, false) => "no probe on this rig".to_string(),
+            (Some(n), true) => n.clone(),
+            (None, true) if ctx.rtt.elf.is_none() => "no application ELF in this scenario".to_string(),
+            (None, true) => "the firmware logged nothing".to_string(),
+        })
+    } else {
+        None
+    };
+    let verdict = verdict(&outcome);
+    ScenarioResult {
+        id: s.id,
+        board,
+        rig: rig_name,
+        verdict,
+        outcome,
+        timeline,
+        timed,
+        elapsed,
+        rtt: std::mem::take(&mut ctx.rtt.lines),
+        rtt_note,
+        console: String::from_utf8_lossy(&console).into_owned(),
+        records,
+        start: ctx.start,
+        initial_lines: ctx.initial_lines,
+    }
 }
 
 /// A scenario by id.
