@@ -220,7 +220,14 @@ pub async fn probe(cli: &Cli, c: &ProbeCommand) -> Result<ExitCode> {
             }
             let data: Vec<u8> =
                 (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked")).collect();
-            rig.probe()?.write_memory(a.address, &data).await?;
+            // Into RAM with an ECC write buffer (the H7's AXI SRAM), as the hw backend does: the data
+            // leaves the buffer, so a reset right after keeps it. Registers get exactly the write.
+            let buffered = rig.board().ram_region(a.address, data.len() as u32).and_then(|r| r.ecc_write_buffer);
+            if buffered.is_some() {
+                bootproof_rig::probe::write_ram_durably(rig.probe()?, a.address, &data).await?;
+            } else {
+                rig.probe()?.write_memory(a.address, &data).await?;
+            }
             println!("wrote {} byte(s) at {:#010x}", data.len(), a.address);
         }
         ProbeCommand::Rtt(a) => {

@@ -436,7 +436,8 @@ impl<'a> Ctx<'a> {
         if let Some(at) = self.beacon_in_ram
             && let Ok(probe) = self.rig.probe()
         {
-            let _ = probe.write_memory(at, &[0u8; bootproof_rig::beacon::LEN]).await;
+            // Past the AXI SRAM's ECC write buffer, or the reset brings the old beacon's last word back.
+            let _ = bootproof_rig::probe::write_ram_durably(probe, at, &[0u8; bootproof_rig::beacon::LEN]).await;
         }
         Ok(())
     }

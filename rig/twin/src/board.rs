@@ -102,6 +102,9 @@ pub struct State {
     /// RMVF as last written, when the profile holds it (`reset.rmvf_held`, assumption
     /// `rsr-rmvf`): while set, the flags stay cleared and a reset's flags are lost.
     pub rmvf: bool,
+    /// The word a debugger write left in a RAM region's ECC write buffer, with the content it
+    /// replaces (assumption `axi-ecc-write-buffer`): a reset restores that content.
+    pub ecc_pending: Option<(u32, Vec<u8>)>,
     /// Latched flash-empty flag (parts with the empty check).
     pub empty_flag: bool,
     /// Readout protection.
@@ -195,6 +198,7 @@ impl Board {
                 power_cycles: 0,
                 rsr: 0,
                 rmvf: false,
+                ecc_pending: None,
                 empty_flag: true,
                 rdp: Rdp::Level0,
                 flash,
@@ -374,6 +378,12 @@ impl Board {
     /// its peripherals.
     fn enter_reset(&self, st: &mut State) {
         st.generation += 1;
+        if let Some((at, old)) = st.ecc_pending.take() {
+            st.ram.write(at, &old);
+            self.log(format!(
+                "RAM word {at:#010x} was still in the ECC write buffer: lost by the reset (write another word after it)"
+            ));
+        }
         match st.pending.take() {
             Some(FlashOp::Program { addr, data }) => {
                 st.flash.tear_word(addr, &data);
@@ -642,6 +652,28 @@ impl Board {
             self.log(format!("{} RMVF written 0{by}: flags latch again", r.register_name));
         }
         st.rmvf = set && r.rmvf_held;
+    }
+
+    /// A write from the debug port: through the memory map, and into the ECC write buffer of a
+    /// RAM region that has one (`ecc_write_buffer`, assumption `axi-ecc-write-buffer`). The
+    /// last word written stays in the buffer until a write to another word; a reset drops it.
+    pub(crate) fn debug_write(&self, st: &mut State, addr: u32, data: &[u8]) -> Result<(), McuError> {
+        let len = data.len() as u32;
+        let word = self.profile.ram_region(addr, len).and_then(|r| r.ecc_write_buffer).filter(|w| *w > 0);
+        let Some(word) = word.filter(|_| len > 0) else { return self.mem_write(st, addr, data) };
+        let last = (addr + len - 1) / word * word;
+        // Another word flushes the buffer; the same word keeps the content it had before.
+        let old = match st.ecc_pending.take() {
+            Some((at, old)) if at == last => old,
+            _ => {
+                let mut old = vec![0u8; word as usize];
+                st.ram.read(last, &mut old);
+                old
+            }
+        };
+        self.mem_write(st, addr, data)?;
+        st.ecc_pending = Some((last, old));
+        Ok(())
     }
 
     /// Write through the memory map (RAM, backup SRAM, the reset-cause register's RMVF).

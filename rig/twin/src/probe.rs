@@ -190,7 +190,7 @@ impl DebugProbe for TwinProbe {
     async fn write_memory(&mut self, address: u32, data: &[u8]) -> Result<(), ProbeError> {
         self.connected()?;
         let mut st = self.board.state();
-        self.board.mem_write(&mut st, address, data).map_err(|e| ProbeError::Memory {
+        self.board.debug_write(&mut st, address, data).map_err(|e| ProbeError::Memory {
             address,
             len: data.len(),
             message: format!("{e}; only RAM and registers are writable (flash needs `flash`)"),

@@ -72,6 +72,37 @@ async fn rmvf_left_at_one_loses_the_next_resets_flags() {
     assert_eq!(rsr(&mut rig).await, b.value_for(ResetKind::Pin));
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_last_word_a_debugger_wrote_to_axi_sram_is_lost_by_nrst_unless_another_follows() {
+    let t = twin("stm32h723zg");
+    let mut rig = t.rig();
+    rig.power().unwrap().power_on().await.unwrap();
+    let axi = rig.board().ram.iter().find(|r| r.name == "AXI-SRAM").unwrap().clone();
+    assert_eq!(axi.ecc_write_buffer, Some(8), "assumption axi-ecc-write-buffer");
+    let at = axi.base + axi.size - 0x40;
+    let marker = *b"bootproof RAM marker: retained?!";
+    async fn read(rig: &mut Rig, at: u32) -> Vec<u8> {
+        rig.probe().unwrap().read_memory(at, 32).await.unwrap()
+    }
+    // A plain write: the marker's last 64-bit word is still in the buffer when NRST comes.
+    let before = read(&mut rig, at).await;
+    rig.probe().unwrap().write_memory(at, &marker).await.unwrap();
+    assert_eq!(read(&mut rig, at).await, marker, "the debugger reads its own write back before the reset");
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    let after = read(&mut rig, at).await;
+    assert_eq!(after[..24], marker[..24], "the words before the last were flushed by the next one");
+    assert_eq!(after[24..], before[24..], "the last word was dropped with the buffer");
+    // The host's way: write another word after it (bootproof_rig::probe::write_ram_durably).
+    bootproof_rig::probe::write_ram_durably(rig.probe().unwrap(), at, &marker).await.unwrap();
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(read(&mut rig, at).await, marker, "flushed: the whole marker survives NRST");
+    // RAM without an ECC write buffer (DTCM) keeps a plain write.
+    let dtcm = rig.board().ram.iter().find(|r| r.name == "DTCM").unwrap().base + 0x100;
+    rig.probe().unwrap().write_memory(dtcm, &marker).await.unwrap();
+    rig.reset().unwrap().pulse_reset(None).await.unwrap();
+    assert_eq!(rig.probe().unwrap().read_memory(dtcm, 32).await.unwrap(), marker);
+}
+
 /// Flash the stand-in app through the probe (BOOT0 low afterwards).
 async fn flash_standin(twin: &Twin, rig: &mut Rig, version: u32) {
     let p = twin.board().profile().clone();
