@@ -221,3 +221,12 @@ fn twin_serve_takes_twin_like_every_other_command() {
     let (_, err) = text(&bootproof(&["--twin", "nosuchboard", "twin", "serve", "--usart-tcp", "127.0.0.1:0"]));
     assert!(err.contains("nosuchboard"), "{err}");
 }
+
+#[test]
+fn rig_check_on_a_twin_lists_every_part_and_a_missing_one_is_not_a_failure() {
+    let o = bootproof(&["--twin", "stm32g071rb", "rig", "check"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("n/a  CAN interface"), "the G071's twin has no CAN ROM interface: {out}");
+    assert!(out.contains("PASS BOOT0 line") && out.contains("PASS debug probe"), "{out}");
+}

@@ -22,19 +22,19 @@ pub async fn rig_check(cli: &Cli) -> Result<ExitCode> {
     if !cli.twin.is_empty() {
         let mut rig = open_rig(cli, OpenOptions::default()).await?;
         println!("twin {} (simulated board, virtual time)", rig.board().name);
-        let mut failed = 0;
+        // A twin claims only the parts it models: one it lacks (the G071's has no CAN ROM
+        // interface) is not applicable, not broken; scenarios that need it skip.
         for cap in bootproof_rig::PARTS {
             let ok = rig.has(cap);
-            failed += usize::from(!ok);
             let detail = match cap {
                 Capability::Probe if ok => rig.probe()?.info().await.map(|i| i.chip).unwrap_or_default(),
                 Capability::Can if ok => rig.can()?.bitrates().to_string(),
                 _ if ok => "simulated".into(),
-                _ => "not provided by this board's twin".into(),
+                _ => "not modelled for this board: scenarios that need it skip".into(),
             };
-            println!("{} {:<28} {detail}", if ok { "PASS" } else { "FAIL" }, cap.to_string());
+            println!("{} {:<28} {detail}", if ok { "PASS" } else { "n/a " }, cap.to_string());
         }
-        return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(ExitCode::SUCCESS);
     }
     let Some(path) = cli.one_rig()? else {
         bail!("`rig check` needs a rig: pass --rig FILE (example configs are in fixtures/rigs/)");
