@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use bootproof_rig::record::{Event, Signal};
+use bootproof_rig::record::Event;
 use bootproof_rig::time::Instant;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
@@ -230,8 +230,7 @@ pub fn vcd(results: &[ScenarioResult], start: Instant, out: impl Write) -> io::R
             let t = us(rec.at);
             match &rec.event {
                 Event::Line { signal, asserted } => {
-                    let i = Signal::ALL.iter().position(|s| s == signal).unwrap_or(0);
-                    push(&mut changes, t, Change::Wire(v.wires[i], Some(signal.pin_high(*asserted))));
+                    push(&mut changes, t, Change::Wire(v.wires[signal.index()], Some(signal.pin_high(*asserted))));
                 }
                 Event::CanTx(f) | Event::CanRx(f) => {
                     let var = if matches!(rec.event, Event::CanTx(_)) { v.can_tx } else { v.can_rx };

@@ -35,6 +35,15 @@ impl Signal {
     /// All three, in the order reports list them.
     pub const ALL: [Signal; 3] = [Signal::Boot0, Signal::Nrst, Signal::Power];
 
+    /// Position in [`Signal::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Signal::Boot0 => 0,
+            Signal::Nrst => 1,
+            Signal::Power => 2,
+        }
+    }
+
     /// Wire name in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -104,7 +113,6 @@ pub struct Record {
 
 #[derive(Debug)]
 struct Inner {
-    epoch: Instant,
     records: Vec<Record>,
     dropped: u64,
     lines: [Option<bool>; 3],
@@ -122,25 +130,10 @@ impl Default for Recorder {
     }
 }
 
-fn index(s: Signal) -> usize {
-    match s {
-        Signal::Boot0 => 0,
-        Signal::Nrst => 1,
-        Signal::Power => 2,
-    }
-}
-
 impl Recorder {
-    /// An empty recorder; its epoch is now.
+    /// An empty recorder.
     pub fn new() -> Self {
-        Recorder {
-            inner: Arc::new(Mutex::new(Inner {
-                epoch: Instant::now(),
-                records: Vec::new(),
-                dropped: 0,
-                lines: [None; 3],
-            })),
-        }
+        Recorder { inner: Arc::new(Mutex::new(Inner { records: Vec::new(), dropped: 0, lines: [None; 3] })) }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
@@ -157,10 +150,10 @@ impl Recorder {
     pub fn push_at(&self, at: Instant, event: Event) {
         self.with(|i| {
             if let Event::Line { signal, asserted } = event {
-                if i.lines[index(signal)] == Some(asserted) {
+                if i.lines[signal.index()] == Some(asserted) {
                     return; // not a change
                 }
-                i.lines[index(signal)] = Some(asserted);
+                i.lines[signal.index()] = Some(asserted);
             }
             if i.records.len() >= MAX_RECORDS {
                 i.dropped += 1;
@@ -182,7 +175,7 @@ impl Recorder {
 
     /// The state of each control line as last driven (`None`: never driven by this process).
     pub fn lines(&self) -> [(Signal, Option<bool>); 3] {
-        self.with(|i| Signal::ALL.map(|s| (s, i.lines[index(s)])))
+        self.with(|i| Signal::ALL.map(|s| (s, i.lines[s.index()])))
     }
 
     /// How many records so far (a position for [`Recorder::since`]).
@@ -200,14 +193,29 @@ impl Recorder {
         self.with(|i| i.records.get(from..).map(<[Record]>::to_vec).unwrap_or_default())
     }
 
-    /// Records left out because [`MAX_RECORDS`] was reached.
-    pub fn dropped(&self) -> u64 {
-        self.with(|i| i.dropped)
+    /// The control-line changes from position `from` on (without copying frames and bytes).
+    pub fn line_changes(&self, from: usize) -> Vec<(Instant, Signal, bool)> {
+        self.with(|i| {
+            i.records
+                .get(from..)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| match r.event {
+                    Event::Line { signal, asserted } => Some((r.at, signal, asserted)),
+                    _ => None,
+                })
+                .collect()
+        })
     }
 
-    /// When the recorder started.
-    pub fn epoch(&self) -> Instant {
-        self.with(|i| i.epoch)
+    /// Remove and return the records from position `from` on, with how many were left out
+    /// because [`MAX_RECORDS`] was reached (the count starts again): a rig that runs scenario
+    /// after scenario keeps only the current one's records.
+    pub fn take_since(&self, from: usize) -> (Vec<Record>, u64) {
+        self.with(|i| {
+            let from = from.min(i.records.len());
+            (i.records.split_off(from), std::mem::take(&mut i.dropped))
+        })
     }
 
     /// Put a recording line between each of `lines` and the code that drives it; the
@@ -219,14 +227,9 @@ impl Recorder {
         *guard = Box::new(RecordingLine { inner, signal, recorder: self.clone() });
         drop(guard);
         if let Some(a) = state {
-            self.with(|i| i.lines[index(signal)] = Some(a));
+            self.with(|i| i.lines[signal.index()] = Some(a));
         }
     }
-}
-
-/// Time of `at` since `start`, zero if earlier.
-pub fn offset(at: Instant, start: Instant) -> Duration {
-    at.saturating_duration_since(start)
 }
 
 struct Placeholder;
@@ -342,6 +345,10 @@ mod tests {
         }
     }
 
+    fn got_at(rec: &Recorder, i: usize) -> Instant {
+        rec.since(i)[0].at
+    }
+
     #[test]
     fn a_tapped_line_records_each_change_once_and_keeps_its_initial_state() {
         let rec = Recorder::new();
@@ -360,6 +367,11 @@ mod tests {
             ]
         );
         assert_eq!(lock(&line).asserted(), Some(false), "the tap passes the state through");
+        assert_eq!(rec.line_changes(1), vec![(got_at(&rec, 1), Signal::Nrst, false)]);
+        // A scenario takes its records: they leave the recorder, the line state stays.
+        let (taken, dropped) = rec.take_since(1);
+        assert_eq!((taken.len(), dropped, rec.len()), (1, 0, 1));
+        assert_eq!(rec.lines()[1], (Signal::Nrst, Some(false)));
         assert!(!Signal::Nrst.pin_high(true), "NRST held is the pin low");
     }
 }

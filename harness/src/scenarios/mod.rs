@@ -254,15 +254,9 @@ impl<'a> Ctx<'a> {
     /// pulse, the off time of a power cycle, as the lines were really driven), and when that
     /// started.
     fn last_hold(&self, from: usize, signal: Signal, asserted: bool) -> Option<(Instant, Duration)> {
-        let records = self.rig.recorder().since(from);
-        let start = records.iter().rev().find_map(|r| match r.event {
-            RecEvent::Line { signal: s, asserted: a } if s == signal && a == asserted => Some(r.at),
-            _ => None,
-        })?;
-        let end = records.iter().find_map(|r| match r.event {
-            RecEvent::Line { signal: s, asserted: a } if s == signal && a != asserted && r.at >= start => Some(r.at),
-            _ => None,
-        })?;
+        let changes = self.rig.recorder().line_changes(from);
+        let start = changes.iter().rev().find(|(_, s, a)| *s == signal && *a == asserted)?.0;
+        let end = changes.iter().find(|(at, s, a)| *s == signal && *a != asserted && *at >= start)?.0;
         Some((start, end.saturating_duration_since(start)))
     }
 
@@ -348,10 +342,10 @@ impl<'a> Ctx<'a> {
     fn boot0_at_last_release(&self) -> Option<bool> {
         let mut boot0 = self.initial_lines[0].1;
         let mut at_release = None;
-        for r in self.rig.recorder().since(self.recorded_from) {
-            match r.event {
-                RecEvent::Line { signal: Signal::Boot0, asserted } => boot0 = Some(asserted),
-                RecEvent::Line { signal: Signal::Nrst, asserted: false } => at_release = Some(boot0),
+        for (_, signal, asserted) in self.rig.recorder().line_changes(self.recorded_from) {
+            match (signal, asserted) {
+                (Signal::Boot0, _) => boot0 = Some(asserted),
+                (Signal::Nrst, false) => at_release = Some(boot0),
                 _ => {}
             }
         }
@@ -703,7 +697,10 @@ pub async fn run(s: &Scenario, rig: &mut Rig, opts: RunOptions) -> ScenarioResul
     if !report.ok() {
         tracing::error!("safe state not fully restored after {}: {report}", s.id);
     }
-    let records = ctx.rig.recorder().since(ctx.recorded_from);
+    let (records, dropped) = ctx.rig.recorder().take_since(ctx.recorded_from);
+    if dropped > 0 {
+        timed.push((elapsed, format!("(the recorder was full: {dropped} later records are not in the reports)")));
+    }
     let console: Vec<u8> = records
         .iter()
         .filter_map(|r| match &r.event {
